@@ -1,0 +1,34 @@
+# The two commands: `make demo` and `make test`. Both install what they need and are idempotent.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install demo test test-unit test-integration lint compile clean stop bench
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q -e ".[test]"
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/rtml demo
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests
+
+test-unit: install
+	$(BIN)/python -m pytest -q -ra tests/unit
+
+compile: install
+	$(BIN)/rtml compile
+
+stop: install
+	$(BIN)/rtml stop
+
+clean:
+	rm -rf .rtml
