@@ -1,0 +1,7 @@
+"""rtml: real-time AI predictions on Kafka, Feast, Kubeflow Pipelines and KServe.
+
+This package is the top of the import graph: the CLI, the local runtime (a real Kafka broker
+and the stages as local processes) and the demo. Stages never import it.
+"""
+
+__version__ = "0.1.0"
