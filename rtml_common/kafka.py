@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from rtml_common.settings import KafkaSettings
 
@@ -59,7 +59,7 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: in
         try:
             admin = KafkaAdminClient(**settings.kafka_client_config())
             break
-        except NoBrokersAvailable:
+        except KafkaError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
