@@ -26,6 +26,22 @@ class Window:
 
 
 @dataclass(frozen=True)
+class AggregationInput:
+    """Which events of a source feed an aggregation.
+
+    ``role`` is ``event`` (counted and, for ``count_avg``, averaged over ``value_field``) or
+    ``label`` (marks an earlier event, found by ``id_field``, with ``value_field`` = 1).
+    ``time_field`` is the event time that places it in windows.
+    """
+
+    source: str
+    role: str
+    value_field: str | None = None
+    time_field: str = "tx_datetime"
+    id_field: str = "transaction_id"
+
+
+@dataclass(frozen=True)
 class EntityAggregation:
     """Which events feed an entity's state, and the features computed from it for each window.
 
@@ -40,6 +56,7 @@ class EntityAggregation:
     prefix: str
     kind: str
     windows: tuple[Window, ...]
+    inputs: tuple[AggregationInput, ...] = ()
 
     def feature_names(self) -> list[str]:
         second = "avg_amount" if self.kind == "count_avg" else "risk"
@@ -63,6 +80,7 @@ CUSTOMER_SPENDING = EntityAggregation(
     prefix="customer_id",
     kind="count_avg",
     windows=(Window(1 * DAY), Window(7 * DAY), Window(30 * DAY)),
+    inputs=(AggregationInput("transactions", "event", value_field="tx_amount"),),
 )
 
 TERMINAL_RISK = EntityAggregation(
@@ -72,6 +90,10 @@ TERMINAL_RISK = EntityAggregation(
     prefix="terminal_id",
     kind="count_risk",
     windows=(Window(1 * DAY, LABEL_DELAY), Window(7 * DAY, LABEL_DELAY), Window(30 * DAY, LABEL_DELAY)),
+    inputs=(
+        AggregationInput("transactions", "event"),
+        AggregationInput("fraud_labels", "label", value_field="tx_fraud"),
+    ),
 )
 
 AGGREGATIONS: tuple[EntityAggregation, ...] = (CUSTOMER_SPENDING, TERMINAL_RISK)

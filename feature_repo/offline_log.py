@@ -1,4 +1,4 @@
-"""Offline log: append-only parquet files partitioned by event date.
+"""Offline log of the feature repo: append-only parquet files partitioned by event date.
 
 Layout: ``<offline_dir>/<table>/<YYYY-MM-DD>/part-<writer>-<seq>.parquet``. Every flush
 writes new files and never rewrites old ones (Feast's own offline push rewrites the whole

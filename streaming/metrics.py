@@ -1,0 +1,23 @@
+"""Prometheus metrics of the streaming feature engine (explicit registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_CONSUMED = Counter("rtml_stream_events_consumed_total", "Events read from Kafka.", ["topic"], registry=REGISTRY)
+EVENTS_DLQ = Counter("rtml_stream_events_dead_lettered_total", "Events sent to the dead-letter topic.", ["topic", "reason"], registry=REGISTRY)
+EVENTS_FILTERED = Counter("rtml_stream_events_filtered_total", "Events dropped by a source's declared filter.", ["topic"], registry=REGISTRY)
+ONLINE_ROWS = Counter("rtml_stream_online_rows_written_total", "Rows written to the online store.", ["feature_view"], registry=REGISTRY)
+OFFLINE_ROWS = Counter("rtml_stream_offline_rows_written_total", "Rows appended to the offline log.", registry=REGISTRY)
+BATCH_SECONDS = Histogram(
+    "rtml_stream_batch_duration_seconds", "Time to process one polled batch, commit included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
+)
+FRESHNESS_SECONDS = Histogram(
+    "rtml_stream_feature_freshness_seconds", "Kafka record timestamp to online-store write.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge("rtml_stream_consumer_lag_records", "Records behind the log end, per partition.", ["topic", "partition"], registry=REGISTRY)
+ENTITIES = Gauge("rtml_stream_entities_in_state", "Entities with window state in this process.", registry=REGISTRY)
