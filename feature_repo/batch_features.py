@@ -76,12 +76,13 @@ class _EntityIndex:
     def window(self, entity: np.ndarray, t_ns: np.ndarray, length_ns: int, delay_ns: int,
                order: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Count and per-value sums over events of ``entity`` stamped in (t - length - delay, t - delay]."""
-        entity, t_ns = entity[order], t_ns[order]
+        # Time ranks in the caller's (usually time-sorted) order, entity codes in entity order: both searches ascend.
+        hi_rank = (np.searchsorted(self.times, t_ns - delay_ns, side="right") - 1)[order]  # last rank with time <= t - D
+        lo_rank = np.searchsorted(self.times, t_ns - delay_ns - length_ns, side="right")[order]  # first rank with time > t - L - D
+        entity = entity[order]
         code = np.searchsorted(self.ids, entity)
         known = (code < len(self.ids)) & (self.ids[np.minimum(code, len(self.ids) - 1)] == entity) if len(self.ids) else np.zeros(len(entity), bool)
         base = code.astype(np.int64) * self.stride
-        hi_rank = np.searchsorted(self.times, t_ns - delay_ns, side="right") - 1  # last rank with time <= t - D
-        lo_rank = np.searchsorted(self.times, t_ns - delay_ns - length_ns, side="right")  # first rank with time > t - L - D
         hi = np.searchsorted(self.keys, base + hi_rank, side="right")
         lo = np.searchsorted(self.keys, base + lo_rank, side="left")
         hi = np.where(known, np.maximum(hi, lo), lo)
