@@ -1,0 +1,40 @@
+"""``python -m inference --role all|transformer|predictor [...]``: serve the fraud model over V2 REST and gRPC.
+
+Every flag has an ``RTML_`` environment variable (see inference/settings.py); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The CLI flags (dashes; kserve's own underscore flags are not read)."""
+    p = argparse.ArgumentParser(prog="python -m inference", description=__doc__, allow_abbrev=False)
+    p.add_argument("--role", choices=["all", "transformer", "predictor"], default="all", help="What this process serves.")
+    p.add_argument("--model-name", help="Model name on /v2/models/<name> (RTML_MODEL_NAME).")
+    p.add_argument("--storage-uri", help="Model version dir or URI (RTML_STORAGE_URI).")
+    p.add_argument("--http-port", type=int, help="REST port (RTML_HTTP_PORT).")
+    p.add_argument("--grpc-port", type=int, help="gRPC port, 0 = off (RTML_GRPC_PORT).")
+    p.add_argument("--predictor-host", help="Remote predictor host:port, transformer role (RTML_PREDICTOR_HOST).")
+    p.add_argument("--predictor-protocol", choices=["v2", "grpc-v2"], help="Remote predictor protocol (RTML_PREDICTOR_PROTOCOL).")
+    p.add_argument("--max-request-bytes", type=int, help="Body/message limit, 413 above (RTML_MAX_REQUEST_BYTES).")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, build settings, serve."""
+    args = parse_args(argv)
+    # kserve parses sys.argv when imported: hide our flags from it.
+    sys.argv = sys.argv[:1]
+    from inference.server import serve, settings_for
+
+    overrides = {k: v for k, v in vars(args).items() if k != "role"}
+    if args.role == "predictor":
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("predictor_")}
+    serve(args.role, settings_for(args.role, **overrides))
+
+
+if __name__ == "__main__":
+    main()

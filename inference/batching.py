@@ -1,0 +1,78 @@
+"""Dynamic micro-batching: concurrent requests share one call of a batch function.
+
+Requests submit arrays of rows; the batcher concatenates what is pending, calls the batch
+function once and hands each caller its slice. A batch is flushed when it holds
+``max_batch_size`` rows or ``max_wait_s`` after its first request; with ``max_wait_s = 0`` it
+is flushed on the next event-loop turn, so only requests already queued are merged and an
+idle server adds no latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import numpy as np
+
+BatchFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+class MicroBatcher:
+    """Merge concurrent ``submit`` calls into calls of ``fn`` (rows along axis 0 in, rows out)."""
+
+    def __init__(self, fn: BatchFn, max_batch_size: int, max_wait_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._fn = fn
+        self._max_rows = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._pending_rows = 0
+        self._timer: asyncio.Handle | None = None
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """The batch function's output rows for ``rows`` (a request larger than a batch runs alone)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._pending and self._pending_rows + len(rows) > self._max_rows:
+            self._flush()
+        self._pending.append((rows, fut))
+        self._pending_rows += len(rows)
+        if self._pending_rows >= self._max_rows:
+            self._flush()
+        elif self._timer is None:
+            if self._max_wait_s > 0:
+                self._timer = loop.call_later(self._max_wait_s, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_rows = self._pending, [], 0
+        asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+        parts = [rows for rows, _ in batch]
+        try:
+            out = await self._fn(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        except BaseException as e:  # every waiter learns the failure; none hangs
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e) if isinstance(e, Exception) else fut.cancel()
+            if not isinstance(e, Exception):
+                raise
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(out))
+        start = 0
+        for rows, fut in batch:
+            end = start + len(rows)
+            if not fut.done():
+                fut.set_result(out[start:end])
+            start = end

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the serving path, on an explicit registry exposed at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+
+registry = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "rtml_inference_requests_total",
+    "Inference requests answered, by model, model version and status (HTTP status code, also for gRPC).",
+    ["model", "model_version", "status"],
+    registry=registry,
+)
+REQUEST_DURATION = Histogram(
+    "rtml_inference_request_duration_seconds",
+    "Time from request received to response sent.",
+    ["model", "model_version", "status"],
+    buckets=_LATENCY_BUCKETS,
+    registry=registry,
+)
+FEATURE_FETCH_DURATION = Histogram(
+    "rtml_feature_fetch_duration_seconds",
+    "Time of one batched online-store read (Feast get_online_features).",
+    buckets=_LATENCY_BUCKETS,
+    registry=registry,
+)
+FEATURE_FETCH_ROWS = Histogram(
+    "rtml_feature_fetch_rows",
+    "Entity rows per online-store read (reads are merged across concurrent requests).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=registry,
+)
+BATCH_SIZE = Histogram(
+    "rtml_inference_batch_size",
+    "Rows per model forward pass (requests are merged by the micro-batcher).",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=registry,
+)
+MISSING_ENTITIES = Counter(
+    "rtml_inference_missing_entities_total",
+    "Entities scored with the model's default features because the online store had none for them.",
+    ["entity"],
+    registry=registry,
+)
+PREDICTION_LOG_DROPPED = Counter(
+    "rtml_prediction_log_dropped_total",
+    "Predictions not produced to Kafka (buffer full or broker failure).",
+    registry=registry,
+)
+
+
+def exposition() -> bytes:
+    """rtml's metrics followed by kserve's own (default registry) in the text format."""
+    return generate_latest(registry) + generate_latest(REGISTRY)
