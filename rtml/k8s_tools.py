@@ -139,8 +139,15 @@ def crd_schemas(out_dir: Path | None = None, source: Path | None = None) -> Path
     if not source.is_dir():
         raise ToolError(f"CRD folder {source} not found (set RTML_CRDS_DIR)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for crd_file in sorted(source.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(crd_file.read_text()):
+    files = sorted(source.rglob("*.yaml"))
+    # Parsing 3 MB of CRD YAML takes seconds: skip it when the inputs and the converter are unchanged.
+    fingerprint = json.dumps([SCHEMA_FORMAT, *[(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
+    stamp = out_dir / ".crds"
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return out_dir
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for crd_file in files:
+        for doc in yaml.load_all(crd_file.read_text(), Loader=loader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]
@@ -149,6 +156,7 @@ def crd_schemas(out_dir: Path | None = None, source: Path | None = None) -> Path
                 schema["$schema"] = "http://json-schema.org/draft-07/schema#"
                 name = _schema_file_name(spec["group"], spec["names"]["kind"], version["name"])
                 (out_dir / name).write_text(json.dumps(schema))
+    stamp.write_text(fingerprint)
     return out_dir
 
 
