@@ -17,12 +17,13 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from feature_repo.sources import FRAUD_LABELS, TRANSACTIONS
 from rtml_common.errors import InvalidInputError, NotFoundError
 from rtml_common.kafka import json_bytes, make_producer
 from rtml_common.settings import KafkaSettings
 
-TRANSACTIONS_TOPIC = "transactions"
-LABELS_TOPIC = "fraud-labels"
+TRANSACTIONS_TOPIC = TRANSACTIONS.topic
+LABELS_TOPIC = FRAUD_LABELS.topic
 DEFAULT_LABEL_DELAY = timedelta(days=7)
 
 COLUMNS = [

@@ -284,3 +284,19 @@ def test_produce_events_rate_limit_and_limit(tx):
     assert produce_events(KafkaSettings(), to_events(tx.iloc[:50]), producer=fast) == 50 + int(tx["TX_FRAUD"].iloc[:50].sum())
     with pytest.raises(InvalidInputError, match="limit"):
         produce_events(KafkaSettings(), [], limit=-1, producer=fast)
+
+
+def test_events_pass_the_declared_source_schemas(tx):
+    # Contract with the streaming engine: what the simulator writes, the engine's decoder accepts unchanged.
+    from feature_repo.sources import SOURCES
+    from streaming.validation import decode_event
+
+    by_topic = {s.topic: s for s in SOURCES}
+    seen = set()
+    for e in to_events(tx.iloc[:2000], all_labels=True):
+        decoded = decode_event(by_topic[e.topic], json_bytes(e.value))
+        assert decoded["transaction_id"] == e.value["transaction_id"]
+        assert decoded["tx_datetime"] == pd.Timestamp(e.value["tx_datetime"]).timestamp()
+        assert e.key == str(e.value[by_topic[e.topic].key_field]).encode()
+        seen.add(e.topic)
+    assert seen == {TRANSACTIONS_TOPIC, LABELS_TOPIC}
