@@ -1,0 +1,345 @@
+"""The real serving path: `python -m inference` subprocesses, a real Feast SQLite store, tritonclient and httpx.
+
+One server runs both models in one process (the local default); a predictor plus two
+transformers calling it over V2 REST and gRPC (the Kubernetes layout) must give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from tritonclient.utils import InferenceServerException
+
+from feature_repo.model_inputs import (
+    CUSTOMER_FEATURES,
+    FEATURE_SERVICE,
+    MODEL_INPUTS,
+    TERMINAL_FEATURES,
+    calendar_features,
+    fold_current_transaction,
+)
+from feature_repo.store import FeatureStoreSettings, apply_definitions
+from tests.integration.inference_fixtures import DEFAULTS, make_model_dir, reference_forward
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "fraud-detector"
+MAX_BYTES = 64 * 1024
+CUSTOMERS, TERMINALS = [1, 2, 3], [10, 20]
+SAT_NIGHT = int(datetime(2024, 5, 4, 3, 0, tzinfo=timezone.utc).timestamp())
+MON_NOON = int(datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc).timestamp())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `python -m inference` process on free ports; stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, home: Path, log: Path, *args: str):
+        self.http_port, self.grpc_port = free_port(), free_port()
+        env = dict(os.environ, RTML_HOME=str(home), RTML_MAX_REQUEST_BYTES=str(MAX_BYTES), PYTHONPATH=str(REPO))
+        env.pop("RTML_KAFKA_BOOTSTRAP", None)
+        cmd = [sys.executable, "-m", "inference", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *args]
+        self.log = log
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def wait_ready(self, timeout_s: float = 90.0) -> "Server":
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def feature_frame(key: str, names: list[str], ids: list[int]) -> pd.DataFrame:
+    now = datetime.now(timezone.utc)
+    df = pd.DataFrame({key: ids, "event_timestamp": [now] * len(ids)})
+    for j, name in enumerate(names):
+        values = [(j + 1) * (i + 1) * (1.5 if "_nb_tx_" not in name else 1) for i in range(len(ids))]
+        df[name] = np.array(values, dtype=np.int64 if "_nb_tx_" in name else np.float32)
+        if "_risk_" in name:
+            df[name] = df[name] / 100.0
+    return df
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("rtml_home")
+    store = apply_definitions(FeatureStoreSettings(home=home))
+    store.write_to_online_store("customer_spending", feature_frame("customer_id", CUSTOMER_FEATURES, CUSTOMERS))
+    store.write_to_online_store("terminal_risk", feature_frame("terminal_id", TERMINAL_FEATURES, TERMINALS))
+    model_dir = make_model_dir(home / "registry" / MODEL / "3")
+    return {"home": home, "store": store, "model_dir": model_dir}
+
+
+@pytest.fixture(scope="module")
+def server(env, tmp_path_factory):
+    """Transformer and predictor in one process, the local default."""
+    s = Server(env["home"], tmp_path_factory.mktemp("logs") / "all.log", "--role", "all")
+    try:
+        yield s.wait_ready()
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(env, tmp_path_factory):
+    """A predictor and two transformers calling it, over V2 REST and over gRPC."""
+    logs = tmp_path_factory.mktemp("logs")
+    p = Server(env["home"], logs / "predictor.log", "--role", "predictor")
+    started = {"predictor": p}
+    try:
+        for proto, port in (("v2", p.http_port), ("grpc-v2", p.grpc_port)):
+            started[proto] = Server(
+                env["home"], logs / f"{proto}.log", "--role", "transformer", "--predictor-host", f"127.0.0.1:{port}", "--predictor-protocol", proto
+            )
+        for s in started.values():
+            s.wait_ready()
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+def expected(env, customers, terminals, amounts, epochs) -> np.ndarray:
+    """The model's own forward pass on features read back from Feast, folded with the current transaction."""
+    store = env["store"]
+    online = store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE),
+        entity_rows=[{"customer_id": c, "terminal_id": t} for c, t in zip(customers, terminals)],
+    ).to_dict()
+    weekend, night = calendar_features(np.array(epochs))
+    rows = []
+    for i, amount in enumerate(amounts):
+        feat = {n: (online[n][i] if online[n][i] is not None else DEFAULTS[n]) for n in CUSTOMER_FEATURES + TERMINAL_FEATURES}
+        for w in ("1day", "7day", "30day"):
+            c, a = f"customer_id_nb_tx_{w}_window", f"customer_id_avg_amount_{w}_window"
+            feat[c], feat[a] = fold_current_transaction(np.float64(feat[c]), np.float64(feat[a]), np.float64(amount))
+        feat.update(tx_amount=amount, tx_during_weekend=weekend[i], tx_during_night=night[i])
+        rows.append([float(feat[n]) for n in MODEL_INPUTS])
+    return np.array(reference_forward(env["model_dir"], rows), dtype=np.float32)
+
+
+BATCH = dict(customers=[1, 2, 3, 1], terminals=[10, 20, 10, 20], amounts=[12.5, 80.0, 3.25, 400.0], epochs=[SAT_NIGHT, MON_NOON, MON_NOON, SAT_NIGHT])
+
+
+def triton_inputs(mod, customers, terminals, amounts, epochs, binary=True, iso=False):
+    n = len(customers)
+    if iso:
+        dt = np.array([datetime.fromtimestamp(e, timezone.utc).isoformat().encode() for e in epochs], dtype=object)
+    else:
+        dt = np.array(epochs, dtype=np.int64)
+    values = {
+        "customer_id": np.array(customers, dtype=np.int64),
+        "terminal_id": np.array(terminals, dtype=np.int64),
+        "tx_amount": np.array(amounts, dtype=np.float32),
+        "tx_datetime": dt,
+    }
+    inputs = []
+    for name, v in values.items():
+        inp = mod.InferInput(name, [n], "BYTES" if v.dtype == object else {np.int64: "INT64", np.float32: "FP32"}[v.dtype.type])
+        if mod is thttp:
+            inp.set_data_from_numpy(v, binary_data=binary)
+        else:
+            inp.set_data_from_numpy(v)
+        inputs.append(inp)
+    return inputs
+
+
+def v2_body(**tensors) -> dict:
+    return {"id": "req-1", "inputs": [{"name": n, "shape": [len(d)], "datatype": dt, "data": d} for n, (dt, d) in tensors.items()]}
+
+
+GOOD = dict(customer_id=("INT64", [1]), terminal_id=("INT64", [10]), tx_amount=("FP64", [12.5]), tx_datetime=("INT64", [MON_NOON]))
+
+
+def test_health_and_metadata_over_http(server):
+    c = thttp.InferenceServerClient(server.url)
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(MODEL)
+    assert c.get_server_metadata()["name"]
+    meta = c.get_model_metadata(MODEL)
+    assert [i["name"] for i in meta["inputs"]] == ["customer_id", "terminal_id", "tx_amount", "tx_datetime"]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("fraud_probability", "FP32"), ("is_fraud", "BOOL"), ("model_version", "BYTES")]
+    pred = c.get_model_metadata(MODEL + "-predictor")
+    assert pred["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 15]}]
+
+
+def test_health_and_metadata_over_grpc(server):
+    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(MODEL)
+    meta = c.get_model_metadata(MODEL, as_json=True)
+    assert [o["name"] for o in meta["outputs"]] == ["fraud_probability", "is_fraud", "model_version"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_http_batch_matches_the_models_forward_pass(env, server, binary):
+    c = thttp.InferenceServerClient(server.url)
+    res = c.infer(MODEL, triton_inputs(thttp, **BATCH, binary=binary), request_id="batch-1")
+    want = expected(env, **BATCH)
+    np.testing.assert_allclose(res.as_numpy("fraud_probability"), want, rtol=1e-5, atol=1e-6)
+    assert res.as_numpy("is_fraud").tolist() == (want >= 0.5).tolist()
+    assert res.as_numpy("model_version").tolist() == [b"3"] * 4
+    response = res.get_response()
+    assert response["id"] == "batch-1" and response["model_name"] == MODEL and response["model_version"] == "3"
+
+
+def test_grpc_batch_matches_the_models_forward_pass(env, server):
+    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    res = c.infer(MODEL, triton_inputs(tgrpc, **BATCH), request_id="grpc-1")
+    np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **BATCH), rtol=1e-5, atol=1e-6)
+    assert res.get_response().id == "grpc-1" and res.get_response().model_version == "3"
+
+
+def test_iso_datetimes_score_like_epoch_seconds(server):
+    c = thttp.InferenceServerClient(server.url)
+    by_epoch = c.infer(MODEL, triton_inputs(thttp, **BATCH)).as_numpy("fraud_probability")
+    by_iso = c.infer(MODEL, triton_inputs(thttp, **BATCH, iso=True)).as_numpy("fraud_probability")
+    np.testing.assert_array_equal(by_epoch, by_iso)
+
+
+def missing_count(server) -> float:
+    text = httpx.get(f"http://{server.url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("rtml_inference_missing_entities_total{"))
+
+
+def test_unknown_entities_are_scored_with_defaults_and_counted(env, server):
+    before = missing_count(server)
+    tx = dict(customers=[999, 1], terminals=[10, 777], amounts=[50.0, 5.0], epochs=[MON_NOON, MON_NOON])
+    res = thttp.InferenceServerClient(server.url).infer(MODEL, triton_inputs(thttp, **tx))
+    np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **tx), rtol=1e-5, atol=1e-6)
+    assert missing_count(server) == before + 2
+
+
+@pytest.mark.parametrize("mode", ["v2", "grpc-v2"])
+def test_transformer_calling_a_remote_predictor_gives_the_same_answers(env, servers, mode):
+    res = thttp.InferenceServerClient(servers[mode].url).infer(MODEL, triton_inputs(thttp, **BATCH), request_id="remote")
+    np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **BATCH), rtol=1e-5, atol=1e-6)
+    assert res.get_response()["model_version"] == "3" and res.get_response()["id"] == "remote"
+
+
+@pytest.mark.parametrize(
+    "tensors, status, message",
+    [
+        (dict(GOOD, customer_id=("INT64", [1, 2])), 400, "different numbers of rows"),
+        (dict(GOOD, customer_id=("FP32", [1.0])), 400, "datatype 'FP32' is not accepted"),
+        ({k: v for k, v in GOOD.items() if k != "tx_amount"}, 400, "missing input(s) ['tx_amount']"),
+        (dict(GOOD, tx_amount=("FP64", ["lots"])), 400, "must be numbers, got 'lots'"),
+        (dict(GOOD, extra=("INT64", [1])), 400, "unknown input 'extra'"),
+        (dict(GOOD, tx_datetime=("BYTES", ["tomorrow"])), 400, "not an ISO-8601"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_problem(server, tensors, status, message):
+    r = httpx.post(f"http://{server.url}/v2/models/{MODEL}/infer", json=v2_body(**tensors))
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_wrong_shape_over_tritonclient_is_400(server):
+    inputs = triton_inputs(thttp, **BATCH)
+    inputs[0] = thttp.InferInput("customer_id", [2, 2], "INT64")
+    inputs[0].set_data_from_numpy(np.array([[1, 2], [3, 1]], dtype=np.int64))
+    with pytest.raises(InferenceServerException, match="does not match the declared shape"):
+        thttp.InferenceServerClient(server.url).infer(MODEL, inputs)
+
+
+def test_grpc_errors_keep_their_status(server):
+    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    with pytest.raises(InferenceServerException) as err:
+        c.infer(MODEL, triton_inputs(tgrpc, **BATCH)[:3])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "tx_datetime" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        c.infer("no-such-model", triton_inputs(tgrpc, **BATCH))
+    assert err.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_unknown_model_is_404(server):
+    r = httpx.post(f"http://{server.url}/v2/models/no-such-model/infer", json=v2_body(**GOOD))
+    assert r.status_code == 404 and "no-such-model" in r.json()["error"]
+    with pytest.raises(InferenceServerException, match="no-such-model"):
+        thttp.InferenceServerClient(server.url).get_model_metadata("no-such-model")
+
+
+def test_oversized_body_is_413(server):
+    big = dict(GOOD, customer_id=("INT64", list(range(20000))))
+    r = httpx.post(f"http://{server.url}/v2/models/{MODEL}/infer", json=v2_body(**big))
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
+
+
+def test_plain_json_with_and_without_content_type(server):
+    body = json.dumps(v2_body(**GOOD)).encode()
+    url = f"http://{server.url}/v2/models/{MODEL}/infer"
+    for headers in ({"content-type": "application/json"}, {}, {"content-type": "application/x-www-form-urlencoded"}):
+        req = httpx.Request("POST", url, content=body, headers=headers)
+        assert req.headers.get("content-type") == headers.get("content-type")  # none at all in the first case
+        r = httpx.Client().send(req)
+        assert r.status_code == 200, (headers, r.text)
+        out = r.json()
+        assert out["id"] == "req-1" and out["model_name"] == MODEL
+        assert [o["name"] for o in out["outputs"]] == ["fraud_probability", "is_fraud", "model_version"]
+
+
+def test_malformed_bodies_never_get_a_5xx(server):
+    url = f"http://{server.url}/v2/models/{MODEL}/infer"
+    rng = random.Random(7)
+    junk = [None, "x", -1, 1.5, [], {}, [[1]], True, "2024-13-45", 2**70]
+    bodies = [b"", b"{", b"[]", b"null", b'{"inputs": 5}', b'{"inputs": [{"name": "customer_id"}]}']
+    for _ in range(120):
+        body = v2_body(**GOOD)
+        inp = rng.choice(body["inputs"])
+        inp[rng.choice(["name", "shape", "datatype", "data"])] = rng.choice(junk)
+        bodies.append(json.dumps(body).encode())
+    rejected = 0
+    with httpx.Client() as c:
+        for body in bodies:
+            r = c.post(url, content=body)
+            # Some mutations stay valid (nested data, a bool id): never a 5xx, and every 4xx says why.
+            assert r.status_code == 200 or (400 <= r.status_code < 500 and r.json()["error"]), (body, r.status_code, r.text)
+            rejected += r.status_code != 200
+        assert rejected >= len(bodies) // 2
+        binary = c.post(url, content=b'{"inputs": 1}xx', headers={"inference-header-content-length": "13"})
+        assert binary.status_code == 400
+
+
+def test_metrics_are_exposed(server):
+    httpx.post(f"http://{server.url}/v2/models/{MODEL}/infer", json=v2_body(**GOOD))
+    text = httpx.get(f"http://{server.url}/metrics").text
+    assert f'rtml_inference_requests_total{{model="{MODEL}",model_version="3",status="200"}}' in text
+    for name in ("rtml_inference_request_duration_seconds_bucket", "rtml_feature_fetch_duration_seconds_bucket", "rtml_inference_batch_size_bucket"):
+        assert name in text
