@@ -141,11 +141,12 @@ def test_topics_job_creates_every_topic_and_its_dlq(render):
 def test_streaming_autoscaling_keda_and_hpa_fallback(render):
     keda = by_key(render.helm())[("ScaledObject", "rtml-streaming")]
     trigger = keda["spec"]["triggers"][0]
-    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "rtml-streaming"
+    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "rtml-feature-engine"
     assert keda["spec"]["maxReplicaCount"] <= 6
     hpa_docs = by_key(render.helm("--set", "streaming.autoscaling.mode=hpa"))
     assert ("ScaledObject", "rtml-streaming") not in hpa_docs
     assert hpa_docs[("HorizontalPodAutoscaler", "rtml-streaming")]["spec"]["maxReplicas"] == 6
+    assert "use mode=hpa" in render.helm_error("--set", "kafka.security.protocol=SSL")
 
 
 def test_knative_inferenceservice(render):
@@ -158,7 +159,8 @@ def test_knative_inferenceservice(render):
     canary = by_key(render.helm("--set", "serving.canary.enabled=true"))[("InferenceService", "fraud")]
     assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
     env = {e["name"]: e["value"] for e in canary["spec"]["predictor"]["containers"][0]["env"]}
-    assert env["RTML_MODEL_VERSION"] == "2"
+    assert env["STORAGE_URI"] == "pvc://rtml-models/fraud/2" and env["RTML_STORAGE_URI"] == "/mnt/models"
+    assert canary["metadata"]["labels"]["rtml.io/model-version"] == "2"
 
 
 def test_standard_mode_canary_and_httproute(render):
@@ -210,6 +212,9 @@ def test_external_stores_with_sasl_tls(render):
     assert not {k for k in kinds if k[0] == "StatefulSet"}
     stream = by_key(docs)[("Deployment", "rtml-streaming")]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in stream["containers"][0]["env"]}
+    assert env["RTML_REDIS_CONNECTION"]["value"] == "rtml.cache.example.com:6379,password=$(RTML_REDIS_PASSWORD)"
+    assert list(env).index("RTML_REDIS_PASSWORD") < list(env).index("RTML_REDIS_CONNECTION")
+    assert env["RTML_GROUP_ID"]["value"] == "rtml-feature-engine"
     assert env["RTML_KAFKA_BOOTSTRAP"]["value"].startswith("b-1.kafka.example.com:9096")
     assert env["RTML_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["RTML_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rtml-kafka-sasl"

@@ -110,14 +110,17 @@ capabilities:
       key: password
 - name: RTML_FEAST_REGISTRY_URL
   value: {{ printf "postgresql+psycopg://%s:$(RTML_POSTGRES_PASSWORD)@%s/%s" .Values.postgresql.username (include "rtml.postgresAddress" .) .Values.postgresql.database | quote }}
-- name: RTML_REDIS_CONNECTION
-  value: {{ include "rtml.redisAddress" . | quote }}
 {{- if .Values.redis.existingSecret }}
 - name: RTML_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ .Values.redis.existingSecret }}
       key: password
+- name: RTML_REDIS_CONNECTION
+  value: {{ printf "%s,password=$(RTML_REDIS_PASSWORD)" (include "rtml.redisAddress" .) | quote }}
+{{- else }}
+- name: RTML_REDIS_CONNECTION
+  value: {{ include "rtml.redisAddress" . | quote }}
 {{- end }}
 {{- end -}}
 

@@ -240,3 +240,33 @@ def test_cli_reports_errors_without_traceback(capsys, monkeypatch):
     args = parser.parse_args(["canary", "set", "--percent", "15"])
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out)["canary_percent"] == 15
+
+
+def test_version_stats_queries_and_parsing(monkeypatch, caplog):
+    seen = []
+
+    def fake_query(base_url, query, timeout):
+        seen.append(query)
+        version = "2" if 'model_version="2"' in query else "1"
+        if query.startswith("histogram_quantile"):
+            return [{"metric": {}, "value": [0, "0.024" if version == "2" else "0.020"]}]
+        if "rtml_inference_score_bucket" in query:
+            return [{"metric": {"le": le}, "value": [0, str(v)]} for le, v in (("0.5", 900), ("+Inf", 1000))]
+        if 'status=~"5..|error"' in query:
+            return [{"metric": {}, "value": [0, "3"]}]
+        return [{"metric": {}, "value": [0, "1000"]}]
+
+    monkeypatch.setattr(canary, "_prom_query", fake_query)
+    s = canary.version_stats("http://prom:9090", "fraud", "2", "15m")
+    assert (s.requests, s.errors, s.p99_seconds) == (1000.0, 3.0, 0.024)
+    assert s.score_buckets == {"0.5": 900.0, "+Inf": 1000.0}
+    assert all('model="fraud",model_version="2"' in q and "[15m]" in q for q in seen)
+    with caplog.at_level("INFO", logger="rtml.canary"):
+        decision = canary.analyze("http://prom:9090", "fraud", "2", "1", "15m")
+    assert decision.action == "promote"  # 24 ms is within 1.25 x 20 ms + 5 ms
+    assert "canary analysis promote" in caplog.text
+
+
+def test_nan_and_empty_results_mean_no_data():
+    assert canary._scalar([]) is None
+    assert canary._scalar([{"value": [0, "NaN"]}]) is None

@@ -23,13 +23,15 @@ containers:
     imagePullPolicy: {{ $v.image.pullPolicy }}
     securityContext: {{- include "rtml.containerSecurityContext" . | nindent 6 }}
     command: [python, -m, inference]
-    args: [--role, predictor, --model_name, {{ $v.serving.modelName | quote }}, --http_port, "8080", --grpc_port, "8081"]
+    args: [--role, predictor]
     env:
       - {name: RTML_HOME, value: /tmp/rtml}
+      - {name: RTML_MODEL_NAME, value: {{ $v.serving.modelName | quote }}}
+      - {name: RTML_HTTP_PORT, value: "8080"}
+      - {name: RTML_GRPC_PORT, value: "8081"}
       # KServe's storage initializer downloads STORAGE_URI into /mnt/models before the container starts.
       - {name: STORAGE_URI, value: {{ .storageUri | quote }}}
-      - {name: RTML_MODEL_DIR, value: /mnt/models}
-      - {name: RTML_MODEL_VERSION, value: {{ .version | quote }}}
+      - {name: RTML_STORAGE_URI, value: /mnt/models}
     ports: {{- include "rtml.serving.ports" .root | nindent 6 }}
     resources: {{- toYaml $v.serving.predictor.resources | nindent 6 }}
     volumeMounts:
