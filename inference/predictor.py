@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,9 @@ class TorchPredictor(V2Model):
         self.metadata = read_metadata(self.model_dir)
         self.version = self.metadata.version
         configure_torch(s.torch_threads)
-        module = torch.jit.load(str(self.model_dir / MODEL_FILE), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.x flags TorchScript as deprecated; it is the artifact contract
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(self.model_dir / MODEL_FILE), map_location="cpu")
         module.eval()
         self._module = module
         self.forward(np.zeros((1, N_FEATURES), dtype=np.float32))  # first call compiles the graph

@@ -88,6 +88,7 @@ def serve(role: Role, settings) -> None:
         max_threads=settings.grpc_threads,
         enable_latency_logging=False,
         enable_docs_url=False,
+        grace_period=settings.shutdown_grace_s,
         predictor_config=PredictorConfig(predictor_host=remote or None, predictor_protocol=protocol),
     )
     _quiet_hot_path_logs()
@@ -98,7 +99,7 @@ def serve(role: Role, settings) -> None:
         model = registry.get_model(name)
         return getattr(model, "version", "") if model is not None else None
 
-    http.install(kms.app, settings.max_request_bytes, version_of)
+    http.install(kms.app, settings.max_request_bytes, version_of, server.dataplane)
     _use_uvloop()
     log.warning(
         "rtml inference (%s) serving %s on http :%d grpc :%s",

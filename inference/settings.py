@@ -32,6 +32,7 @@ class _ServerSettings(RtmlSettings):
         4 * 1024 * 1024, description="Largest accepted request body (REST) or message (gRPC); larger gets 413."
     )
     grpc_threads: int = Field(4, description="gRPC server worker threads.")
+    shutdown_grace_s: int = Field(5, description="Seconds in-flight requests get to finish after SIGTERM.")
 
 
 class PredictorSettings(_ServerSettings):

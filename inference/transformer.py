@@ -135,7 +135,8 @@ class FraudTransformer(V2Model):
         if self.predictor is not None:
             return await self.predictor.score(x), self.predictor.version
         features = InferInput("features", list(x.shape), "FP32")
-        features.set_data_from_numpy(x, binary_data=True)
+        # JSON, not the binary extension: the predictor's REST fast path takes JSON (gRPC sends raw bytes anyway).
+        features.set_data_from_numpy(x, binary_data=self.settings.predictor_protocol == "grpc-v2")
         request = InferRequest(self._predictor_name, [features], request_id=request_id or str(uuid.uuid4()))
         try:
             if self.settings.predictor_protocol == "grpc-v2":

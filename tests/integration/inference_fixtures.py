@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def make_model_dir(path: Path, version: str = "3", seed: int = 0, threshold: flo
     """Write model.pt + metadata.json under ``path`` (created) and return it."""
     torch.manual_seed(seed)
     path.mkdir(parents=True, exist_ok=True)
-    module = torch.jit.script(TinyFraudModel().eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.script(TinyFraudModel().eval())
     module.save(str(path / "model.pt"))
     meta = {
         "name": "fraud-detector",
@@ -49,6 +52,8 @@ def make_model_dir(path: Path, version: str = "3", seed: int = 0, threshold: flo
 
 def reference_forward(model_dir: Path, rows) -> list[float]:
     """The saved module's own forward pass on ``rows`` (list of 15-float lists)."""
-    module = torch.jit.load(str(model_dir / "model.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(model_dir / "model.pt"))
     with torch.no_grad():
         return module(torch.tensor(rows, dtype=torch.float32)).tolist()
