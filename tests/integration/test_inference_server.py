@@ -7,15 +7,8 @@ transformers calling it over V2 REST and gRPC (the Kubernetes layout) must give 
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -34,59 +27,14 @@ from feature_repo.model_inputs import (
     fold_current_transaction,
 )
 from feature_repo.store import FeatureStoreSettings, apply_definitions
-from tests.integration.inference_fixtures import DEFAULTS, make_model_dir, reference_forward
+from tests.integration.inference_fixtures import DEFAULTS, Server, make_model_dir, reference_forward
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "fraud-detector"
-MAX_BYTES = 64 * 1024
 CUSTOMERS, TERMINALS = [1, 2, 3], [10, 20]
 SAT_NIGHT = int(datetime(2024, 5, 4, 3, 0, tzinfo=timezone.utc).timestamp())
 MON_NOON = int(datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc).timestamp())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One `python -m inference` process on free ports; stopped with SIGTERM (then SIGKILL)."""
-
-    def __init__(self, home: Path, log: Path, *args: str):
-        self.http_port, self.grpc_port = free_port(), free_port()
-        env = dict(os.environ, RTML_HOME=str(home), RTML_MAX_REQUEST_BYTES=str(MAX_BYTES), PYTHONPATH=str(REPO))
-        env.pop("RTML_KAFKA_BOOTSTRAP", None)
-        cmd = [sys.executable, "-m", "inference", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *args]
-        self.log = log
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    def wait_ready(self, timeout_s: float = 90.0) -> "Server":
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def feature_frame(key: str, names: list[str], ids: list[int]) -> pd.DataFrame:
@@ -113,7 +61,7 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory):
     """Transformer and predictor in one process, the local default."""
-    s = Server(env["home"], tmp_path_factory.mktemp("logs") / "all.log", "--role", "all")
+    s = Server(env["home"], tmp_path_factory.mktemp("logs") / "all.log", "--role", "all", env={"RTML_MAX_REQUEST_BYTES": "65536"})
     try:
         yield s.wait_ready()
     finally:
