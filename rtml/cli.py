@@ -96,7 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.kfp_host:
-        result = run.submit(args.kfp_host, train_start=args.train_start, recurring=args.recurring)
+        result = run.submit(args.kfp_host, {"train_start": args.train_start, "model_name": settings.model_name},
+                            cron=args.recurring)
     else:
         result = run.run_local(home=settings.home, offline_dir=settings.offline_path, registry_dir=settings.registry_path,
                                train_start=args.train_start, model_name=settings.model_name)

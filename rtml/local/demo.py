@@ -126,8 +126,11 @@ def run_demo(settings: RuntimeSettings, cfg: DemoConfig = DemoConfig()) -> dict:
         result = run_local(home=settings.home, offline_dir=settings.offline_path, registry_dir=settings.registry_path,
                            train_start=train_start, model_name=settings.model_name)
         train_s = time.monotonic() - t0
-        model_dir = result.get("model_dir") or result.get("model_uri")
-        _say(f"trained and registered {settings.model_name} v{result.get('version')} in {train_s:.1f}s: {result.get('metrics')}")
+        model_dir = settings.registry_path / settings.model_name / str(result["version"])
+        metrics = result.get("metrics", {}).get("candidate")
+        _say(f"trained and registered {settings.model_name} v{result['version']} in {train_s:.1f}s; test metrics {metrics}")
+        if result.get("table"):
+            print(result["table"], flush=True)
 
         # 3. serving: KServe model server (transformer + predictor) on V2 REST and gRPC
         stack.start_server(str(model_dir))
@@ -143,7 +146,8 @@ def run_demo(settings: RuntimeSettings, cfg: DemoConfig = DemoConfig()) -> dict:
             "ingest_events_per_s": round(n_events / ingest_s),
             "feature_freshness_p50_s_le": _histogram_quantile(engine, "rtml_stream_feature_freshness_seconds", 0.5),
             "feature_freshness_p99_s_le": _histogram_quantile(engine, "rtml_stream_feature_freshness_seconds", 0.99),
-            "model": {"name": settings.model_name, "version": result.get("version"), "metrics": result.get("metrics"),
+            "model": {"name": settings.model_name, "version": result.get("version"), "metrics": metrics,
+                      "decision": (result.get("decision") or {}).get("action"),
                       "train_seconds": round(train_s, 1)},
             "predictions": live_stats,
             "artifacts": {
@@ -151,8 +155,8 @@ def run_demo(settings: RuntimeSettings, cfg: DemoConfig = DemoConfig()) -> dict:
                 "registry": str(settings.registry_path),
                 "online_store": str(settings.home / "online.db"),
                 "offline_log": str(settings.offline_path),
-                "pipeline_run": result.get("pipeline_root") or str(settings.home / "pipeline"),
-                "evaluation_report": result.get("report"),
+                "pipeline_run": result.get("run_dir"),
+                "evaluation_report": next((v for k, v in result.get("artifacts", {}).items() if "report" in k), None),
                 "compiled_pipelines": "pipelines/compiled/",
                 "logs": str(settings.home / "logs"),
             },

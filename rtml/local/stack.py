@@ -124,7 +124,7 @@ def wait_until_consumed(bootstrap_settings, group_id: str, topics: list[str], ti
         while time.monotonic() < deadline:
             parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or [])]
             ends = consumer.end_offsets(parts)
-            committed = admin.list_consumer_group_offsets(group_id)
+            committed = admin.list_group_offsets(group_id).get(group_id, {})
             if parts and all((committed.get(tp).offset if committed.get(tp) else 0) >= ends[tp] for tp in parts):
                 return True
             time.sleep(0.5)
