@@ -10,17 +10,21 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The CLI flags (dashes; kserve's own underscore flags are not read)."""
+    """The CLI flags; the underscore spellings the KServe controller passes (--model_name, --http_port,
+    --predictor_host ...) are accepted too, and its other flags (--workers ...) are ignored."""
     p = argparse.ArgumentParser(prog="python -m inference", description=__doc__, allow_abbrev=False)
     p.add_argument("--role", choices=["all", "transformer", "predictor"], default="all", help="What this process serves.")
-    p.add_argument("--model-name", help="Model name on /v2/models/<name> (RTML_MODEL_NAME).")
-    p.add_argument("--storage-uri", help="Model version dir or URI (RTML_STORAGE_URI).")
-    p.add_argument("--http-port", type=int, help="REST port (RTML_HTTP_PORT).")
-    p.add_argument("--grpc-port", type=int, help="gRPC port, 0 = off (RTML_GRPC_PORT).")
-    p.add_argument("--predictor-host", help="Remote predictor host:port, transformer role (RTML_PREDICTOR_HOST).")
-    p.add_argument("--predictor-protocol", choices=["v2", "grpc-v2"], help="Remote predictor protocol (RTML_PREDICTOR_PROTOCOL).")
-    p.add_argument("--max-request-bytes", type=int, help="Body/message limit, 413 above (RTML_MAX_REQUEST_BYTES).")
-    return p.parse_args(argv)
+    p.add_argument("--model-name", "--model_name", help="Model name on /v2/models/<name> (RTML_MODEL_NAME).")
+    p.add_argument("--storage-uri", "--storage_uri", help="Model version dir or URI (RTML_STORAGE_URI).")
+    p.add_argument("--http-port", "--http_port", type=int, help="REST port (RTML_HTTP_PORT).")
+    p.add_argument("--grpc-port", "--grpc_port", type=int, help="gRPC port, 0 = off (RTML_GRPC_PORT).")
+    p.add_argument("--predictor-host", "--predictor_host", help="Remote predictor host:port, transformer role (RTML_PREDICTOR_HOST).")
+    p.add_argument("--predictor-protocol", "--predictor_protocol", choices=["v2", "grpc-v2"], help="Remote predictor protocol (RTML_PREDICTOR_PROTOCOL).")
+    p.add_argument("--max-request-bytes", "--max_request_bytes", type=int, help="Body/message limit, 413 above (RTML_MAX_REQUEST_BYTES).")
+    args, ignored = p.parse_known_args(argv)
+    if ignored:
+        print(f"python -m inference: ignoring {' '.join(ignored)}", file=sys.stderr)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
