@@ -250,6 +250,14 @@ def test_oversized_body_is_413(server):
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
 
 
+def test_oversized_grpc_message_is_resource_exhausted(server):
+    n = 20000
+    big = dict(customers=list(range(n)), terminals=[10] * n, amounts=[1.0] * n, epochs=[MON_NOON] * n)
+    with pytest.raises(InferenceServerException) as err:
+        tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer(MODEL, triton_inputs(tgrpc, **big))
+    assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
+
 def test_plain_json_with_and_without_content_type(server):
     body = json.dumps(v2_body(**GOOD)).encode()
     url = f"http://{server.url}/v2/models/{MODEL}/infer"
