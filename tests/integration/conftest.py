@@ -27,3 +27,13 @@ def kafka_settings(kafka_broker) -> KafkaSettings:
 def unique() -> str:
     """A suffix that keeps topics and consumer groups of different tests apart on the shared broker."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis server for the Feast online store."""
+    from rtml.local.redis import LocalRedis
+
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
