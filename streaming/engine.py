@@ -2,23 +2,36 @@
 
 The Kafka runner (``streaming.runner``) feeds it; tests and the restore path feed it
 directly. Which events feed which entity, and which features come out, is read from the
-feature repo's declarations (``feature_repo.aggregations`` and ``feature_repo.sources``).
+feature repo's declarations (``feature_repo.aggregations`` and ``feature_repo.sources``);
+they are compiled once into routes so the per-event path does no lookups by name.
+
+Times are epoch seconds (floats) everywhere in the engine, rows included: converting to
+datetimes is the writers' job, once per batch (``streaming.offline``, ``streaming.online``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
 
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
-from streaming.windows import EntityState, features_at
+from streaming.windows import EntityState, FeaturePlan, plan_for
 
-PRUNE_EVERY = 5000
+EVENT_TIMESTAMP = "event_timestamp"
+SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned when touched
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+class _Route:
+    """One (source, aggregation input) pair, compiled."""
+
+    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "plan", "states", "dirty", "horizon")
+
+    def __init__(self, agg: EntityAggregation, inp, states: dict, dirty: set, horizon: float):
+        self.view, self.join_key = agg.feature_view, agg.join_key
+        self.is_event = inp.role == "event"
+        self.time_field, self.id_field, self.value_field = inp.time_field, inp.id_field, inp.value_field
+        self.plan: FeaturePlan = plan_for(agg)
+        self.states, self.dirty, self.horizon = states, dirty, horizon
 
 
 class FeatureEngine:
@@ -33,64 +46,101 @@ class FeatureEngine:
                  sources: tuple[EventSource, ...] = SOURCES, grace_s: float = 0.0):
         self.aggregations = aggregations
         self.sources = {s.name: s for s in sources}
-        self.state: dict[str, dict[int, EntityState]] = {a.feature_view: defaultdict(EntityState) for a in aggregations}
+        self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
         self._dirty: dict[str, set[int]] = {a.feature_view: set() for a in aggregations}
         self._horizon = {a.feature_view: a.horizon.total_seconds() + grace_s for a in aggregations}
-        self._routes = defaultdict(list)  # source name -> [(aggregation, input)]
+        self._routes: dict[str, list[_Route]] = defaultdict(list)
         for agg in aggregations:
             for inp in agg.inputs:
-                self._routes[inp.source].append((agg, inp))
-        self._since_prune = 0
+                self._routes[inp.source].append(
+                    _Route(agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view]))
+        # Raw-log row recipe per source: which field gives the row's event_timestamp.
+        self._log_time = {s.name: (s.log_time, s.event_time) for s in sources}
+        self._since_sweep = 0
 
-    def apply(self, source: str, event: dict) -> dict[str, list[dict]]:
-        """Fold one validated event into state; returns offline rows by table name."""
-        rows: dict[str, list[dict]] = {source: [self._raw_row(source, event)]}
-        for agg, inp in self._routes[source]:
-            entity_id = event[agg.join_key]
-            st = self.state[agg.feature_view][entity_id]
-            ts = event[inp.time_field]
-            if inp.role == "event":
-                value = float(event[inp.value_field]) if inp.value_field else 0.0
-                if not st.add_event(event[inp.id_field], ts, value):
+    def timestamp_columns(self, table: str) -> tuple[str, ...]:
+        """Columns of an offline table that hold epoch seconds (the writer turns them into UTC timestamps)."""
+        spec = self.sources.get(table)
+        fields = tuple(f.name for f in spec.fields if f.type == "timestamp") if spec else ()
+        return fields + (EVENT_TIMESTAMP,)
+
+    def apply(self, source: str, event: dict, out: dict[str, list] | None = None) -> dict[str, list[dict]]:
+        """Fold one validated event into state; appends its offline rows to ``out`` (by table) and returns it."""
+        if out is None:
+            out = {}
+        log_time, event_time = self._log_time[source]
+        raw = dict(event)
+        # Labels are logged at the time they became known, so training can tell what was known when.
+        raw[EVENT_TIMESTAMP] = (event.get(log_time) or event[event_time]) if log_time else event[event_time]
+        rows = out.get(source)
+        if rows is None:
+            rows = out[source] = []
+        rows.append(raw)
+        for r in self._routes[source]:
+            entity_id = event[r.join_key]
+            st = r.states.get(entity_id)
+            if st is None:
+                st = r.states[entity_id] = EntityState()
+            ts = event[r.time_field]
+            if r.is_event:
+                value = float(event[r.value_field]) if r.value_field else 0.0
+                if not st.add_event(event[r.id_field], ts, value):
                     continue  # a replay: already counted
-                row = features_at(st, ts, agg)
-                row[agg.join_key] = entity_id
-                row["event_timestamp"] = _utc(ts)
-                rows.setdefault(agg.feature_view, []).append(row)
-            else:
-                if not st.add_label(event[inp.id_field], ts, float(event[inp.value_field])):
-                    continue
-            self._dirty[agg.feature_view].add(entity_id)
-        self._since_prune += 1
-        if self._since_prune >= PRUNE_EVERY:
+                row = r.plan.row(st, ts)
+                row[r.join_key] = entity_id
+                row[EVENT_TIMESTAMP] = ts
+                rows = out.get(r.view)
+                if rows is None:
+                    rows = out[r.view] = []
+                rows.append(row)
+                st.maybe_prune(r.horizon)
+            elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
+                continue
+            r.dirty.add(entity_id)
+        self._since_sweep += 1
+        if self._since_sweep >= SWEEP_EVERY:
             self.prune()
-        return rows
+        return out
 
-    def drain_online(self) -> dict[str, list[dict]]:
-        """Latest features of each entity touched since the last drain, by feature view."""
-        out: dict[str, list[dict]] = {}
+    def pending_online(self) -> int:
+        """Entities touched since the last drain (an upper bound on the rows the next drain returns)."""
+        return sum(len(d) for d in self._dirty.values())
+
+    def drain_online_values(self) -> dict[str, list[tuple[int, float, list]]]:
+        """Latest feature values of each touched entity, by feature view: ``(entity_id, event_time, values)``."""
+        out: dict[str, list[tuple[int, float, list]]] = {}
         for agg in self.aggregations:
             dirty = self._dirty[agg.feature_view]
             if not dirty:
                 continue
-            states = self.state[agg.feature_view]
+            states, values = self.state[agg.feature_view], plan_for(agg).values
             rows = []
             for entity_id in dirty:
                 st = states[entity_id]
-                if st.last_event_time is None:
+                t = st.last_event_time
+                if t is None:
                     continue  # labels for an entity whose events we have not seen yet
-                row = features_at(st, st.last_event_time, agg)
-                row[agg.join_key] = entity_id
-                row["event_timestamp"] = _utc(st.last_event_time)
-                rows.append(row)
+                rows.append((entity_id, t, values(st, t)))
             dirty.clear()
             if rows:
                 out[agg.feature_view] = rows
         return out
 
+    def drain_online(self) -> dict[str, list[dict]]:
+        """Latest features of each entity touched since the last drain, by feature view (rows as dicts)."""
+        out: dict[str, list[dict]] = {}
+        drained = self.drain_online_values()
+        for agg in self.aggregations:
+            names = plan_for(agg).names
+            rows = drained.get(agg.feature_view)
+            if rows:
+                out[agg.feature_view] = [
+                    {**dict(zip(names, vals)), agg.join_key: entity_id, EVENT_TIMESTAMP: t} for entity_id, t, vals in rows]
+        return out
+
     def prune(self) -> None:
         """Drop events older than each entity's horizon (bounded memory per entity)."""
-        self._since_prune = 0
+        self._since_sweep = 0
         for agg in self.aggregations:
             horizon = self._horizon[agg.feature_view]
             for st in self.state[agg.feature_view].values():
@@ -98,13 +148,3 @@ class FeatureEngine:
 
     def entity_count(self) -> int:
         return sum(len(s) for s in self.state.values())
-
-    def _raw_row(self, source: str, event: dict) -> dict:
-        spec = self.sources[source]
-        row = dict(event)
-        for f in spec.fields:
-            if f.type == "timestamp" and row.get(f.name) is not None:
-                row[f.name] = _utc(row[f.name])
-        # Labels are logged at the time they became known, so training can tell what was known when.
-        row["event_timestamp"] = row.get(spec.log_time) or row[spec.event_time] if spec.log_time else row[spec.event_time]
-        return row

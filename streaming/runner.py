@@ -1,16 +1,21 @@
 """The Kafka edge of the feature engine: poll, validate, apply, write, commit.
 
-Commit order, per cycle (this is the at-least-once contract; see ``_commit``):
+Commit order (this is the at-least-once contract; see ``step`` and ``_commit``):
   1. state   - every polled record is validated and folded into the in-memory window state
                (``FeatureEngine.apply``); replays are no-ops because state is keyed by event id;
-  2. online  - the latest features of every touched entity are written to the Feast online
-               store, every batch (an idempotent upsert, so it can run ahead of the commit);
-  3. offline - raw events and per-event feature rows are appended to the offline log, as
-               new files, every ``offline_flush_s`` seconds;
+  2. online  - the latest features of every entity touched since the last write are written to
+               the Feast online store by the background writer (``streaming.online``): at most one
+               write in flight, a new one once the last is done and ``online_flush_s`` has passed,
+               so an entity touched many times in between is written once. Writes are idempotent
+               upserts, so they may run ahead of the commit;
+  3. offline - raw events and per-event feature rows are appended to the offline log, as new
+               files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
   4. produce - the dead-letter producer is flushed;
   5. offsets - only then are consumer offsets committed.
-A crash between 2 and 5 replays at most one flush interval; state restored from the offline
-log plus id de-duplication makes the replay converge to the same online values.
+A commit first drains every touched entity into a last online write and waits until the writer
+has stored it, so committed offsets never run ahead of the online store. A crash between 2 and
+5 replays at most one flush interval; state restored from the offline log plus id
+de-duplication makes the replay converge to the same online values.
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 from kafka import TopicPartition
 
-from feature_repo.offline_log import OfflineLog, read_table
+from feature_repo.offline_log import read_table
 from feature_repo.sources import SOURCES
 from feature_repo.store import open_store
 from rtml_common.kafka import dead_letter, dlq_topic, ensure_topics, make_consumer, make_producer
 from streaming import metrics
 from streaming.engine import FeatureEngine
+from streaming.offline import EpochOfflineLog
+from streaming.online import OnlineWriter, WriteListener
 from streaming.settings import StreamingSettings
-from streaming.validation import InvalidEvent, decode_event
+from streaming.validation import InvalidEvent, decoder_for
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +53,32 @@ class RunStats:
 
 
 class StreamRunner:
-    """One engine process: a member of the consumer group over every declared source topic."""
+    """One engine process: a member of the consumer group over every declared source topic.
 
-    def __init__(self, settings: StreamingSettings, store=None):
+    ``write_listener(done_at, record_timestamps_ms)`` (optional) hears every finished online
+    write with the Kafka timestamps of the records it covers (the benchmark's exact freshness).
+    """
+
+    def __init__(self, settings: StreamingSettings, store=None, write_listener: WriteListener | None = None):
         self.settings = settings
         self.sources = {s.topic: s for s in SOURCES}
+        self._decoders = {t: decoder_for(s) for t, s in self.sources.items()}
         ensure_topics(settings, list(self.sources) + [dlq_topic(t) for t in self.sources], partitions=settings.partitions)
         self.engine = FeatureEngine(grace_s=settings.grace_s)
         self.store = store or open_store(settings)
-        self.offline = OfflineLog(settings.offline_path)
+        self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
+        self._user_listener = write_listener
+        self.writer = OnlineWriter(self.store, self.engine.aggregations, listener=self._on_online_write,
+                                   on_written=self._count_online_rows)
         self.producer = make_producer(settings)
         self.consumer = make_consumer(settings, list(self.sources), settings.group_id,
-                                      max_poll_records=settings.max_batch_records)
+                                      max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs)
         self.stats = RunStats()
         self._last_flush = time.monotonic()
+        self._next_online = 0.0
         self._last_lag = 0.0
         self._uncommitted = False
+        self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
 
     # -- start-up ---------------------------------------------------------------------------
     def restore(self) -> int:
@@ -81,7 +98,7 @@ class StreamRunner:
                 rec.pop("event_timestamp", None)
                 self.engine.apply(source.name, rec)
                 restored += 1
-        self.engine.drain_online()  # already in the online store
+        self.engine.drain_online_values()  # already in the online store
         log.info("restored window state from %d logged events", restored)
         return restored
 
@@ -109,58 +126,71 @@ class StreamRunner:
         polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch_records)
         t0 = time.perf_counter()
         n = 0
-        oldest_ts_ms = None
+        apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
         for tp, records in polled.items():
             source = self.sources[tp.topic]
+            decode, name = self._decoders[tp.topic], source.name
             for rec in records:
-                n += 1
-                oldest_ts_ms = rec.timestamp if oldest_ts_ms is None else min(oldest_ts_ms, rec.timestamp)
-                self._handle(source, rec)
+                stamps.append(rec.timestamp)
+                try:
+                    event = decode(rec.value)
+                except InvalidEvent as exc:
+                    self._dead_letter(source, rec, exc)
+                    continue
+                if event is None:
+                    metrics.EVENTS_FILTERED.labels(tp.topic).inc()
+                    self.stats.filtered += 1
+                    continue
+                apply(name, event, rows)
+            n += len(records)
             metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
         self.stats.consumed += n
         if n:
             self._uncommitted = True
-            self._write_online(oldest_ts_ms)
-        if self._uncommitted and (time.monotonic() - self._last_flush >= self.settings.offline_flush_s
+        now = time.monotonic()
+        if stamps and now >= self._next_online and not self.writer.busy:
+            self._write_online(now)
+        if self._uncommitted and (now - self._last_flush >= self.settings.offline_flush_s
                                   or self.offline.pending >= self.settings.offline_flush_rows):
             self._commit()
         if n:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
-        if time.monotonic() - self._last_lag > 5:
+        if now - self._last_lag > 5:
             self._record_lag()
         return n
 
-    def _handle(self, source, rec) -> None:
-        try:
-            event = decode_event(source, rec.value)
-        except InvalidEvent as exc:
-            dead_letter(self.producer, source.topic, rec.value, rec.key, exc.reason)
-            metrics.EVENTS_DLQ.labels(source.topic, exc.category).inc()
-            self.stats.dead_lettered += 1
-            self.stats.by_reason[exc.category] = self.stats.by_reason.get(exc.category, 0) + 1
-            return
-        if event is None:
-            metrics.EVENTS_FILTERED.labels(source.topic).inc()
-            self.stats.filtered += 1
-            return
-        for table, rows in self.engine.apply(source.name, event).items():
-            self.offline.extend(table, rows)
+    def _dead_letter(self, source, rec, exc: InvalidEvent) -> None:
+        dead_letter(self.producer, source.topic, rec.value, rec.key, exc.reason)
+        metrics.EVENTS_DLQ.labels(source.topic, exc.category).inc()
+        self.stats.dead_lettered += 1
+        self.stats.by_reason[exc.category] = self.stats.by_reason.get(exc.category, 0) + 1
 
-    def _write_online(self, oldest_ts_ms: int | None) -> None:
-        for view, rows in self.engine.drain_online().items():
-            df = pd.DataFrame(rows)
-            for col in df.columns:
-                if "_nb_tx_" in col:
-                    df[col] = df[col].astype("int64")
-            self.store.write_to_online_store(view, df)
-            metrics.ONLINE_ROWS.labels(view).inc(len(df))
-            self.stats.online_rows += len(df)
-        if oldest_ts_ms is not None:
-            metrics.FRESHNESS_SECONDS.observe(max(0.0, time.time() - oldest_ts_ms / 1000.0))
+    def _write_online(self, now: float) -> None:
+        """Hand every touched entity's latest features to the writer (step 2 of the commit order)."""
+        # The gap keeps writes under their share of the time (see ``online_write_share``): slow
+        # writes (a large backlog, a slow store) make the next one coalesce more entities.
+        share = self.settings.online_write_share
+        self._next_online = now + max(self.settings.online_flush_s, self.writer.last_duration_s * (1.0 / share))
+        drained = self.engine.drain_online_values()
+        stamps, self._record_ts = self._record_ts, []
+        self.writer.submit(drained, stamps)
         metrics.ENTITIES.set(self.engine.entity_count())
 
+    def _on_online_write(self, done_at: float, stamps: list[int]) -> None:
+        if stamps:
+            metrics.FRESHNESS_SECONDS.observe(max(0.0, done_at - min(stamps) / 1000.0))
+        if self._user_listener is not None:
+            self._user_listener(done_at, stamps)
+
+    def _count_online_rows(self, view: str, rows: int, seconds: float) -> None:
+        metrics.ONLINE_ROWS.labels(view).inc(rows)
+        self.stats.online_rows += rows
+
     def _commit(self) -> None:
-        # Steps 3-5 of the commit order in the module docstring: offline, produce, offsets.
+        # Step 2 completed for everything polled so far, then steps 3-5: offline, produce, offsets.
+        if self._record_ts:
+            self._write_online(time.monotonic())
+        self.writer.wait()
         metrics.OFFLINE_ROWS.inc(self.offline.flush())
         self.producer.flush()
         self.consumer.commit()
@@ -185,6 +215,7 @@ class StreamRunner:
             if self._uncommitted:
                 self._commit()
         finally:
+            self.writer.close()
             self.consumer.close()
             self.producer.close()
 

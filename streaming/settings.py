@@ -12,11 +12,20 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
     """Everything the engine process reads from the environment (RTML_ prefix)."""
 
     group_id: str = Field("rtml-feature-engine", description="Kafka consumer group shared by all engine processes.")
-    max_batch_records: int = Field(5000, description="Most records handled between two commits.")
+    max_batch_records: int = Field(5000, description="Most records one poll returns.")
     poll_timeout_ms: int = Field(100, description="How long one poll waits for records.")
-    offline_flush_rows: int = Field(20000, description="Rows buffered before the offline log writes a file.")
+    online_flush_s: float = Field(
+        0.1, description="Shortest time between two online-store writes; an entity touched several times in between "
+                         "is written once. Writes also wait for the previous one, so slow writes coalesce more.")
+    online_write_share: float = Field(
+        0.5, gt=0, le=1, description="Largest share of wall time the online writes may take: after a write of W seconds "
+                                     "the next one waits W*(1/share-1), so under backlog entities coalesce over longer spans.")
+    offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
     grace_s: float = Field(0.0, description="Extra state kept beyond the longest window, for late events.")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     restore: bool = Field(True, description="Rebuild window state from the offline log at start-up.")
+    check_crcs: bool = Field(
+        False, description="Verify record CRCs on fetch (pure Python in kafka-python: about a third of the consume cost; "
+                           "off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")
     partitions: int = Field(4, description="Partitions for topics the engine creates when they do not exist.")

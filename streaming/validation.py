@@ -1,13 +1,21 @@
-"""Per-event validation against a declared source (feature_repo/sources.py). Pure functions."""
+"""Per-event validation against a declared source (feature_repo/sources.py). Pure functions.
+
+Each source's declaration is compiled once into a decoder (one closure per field, type checks by
+exact ``type`` so that JSON booleans never pass as numbers); ``decode_event`` looks it up.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
+from typing import Callable
+
+import orjson
 
 from feature_repo.sources import EventSource, FieldSpec
 from rtml_common.errors import InvalidInputError
+
+_isfinite = math.isfinite
 
 
 class InvalidEvent(InvalidInputError):
@@ -27,7 +35,7 @@ def parse_timestamp(value: object, name: str) -> float:
     if isinstance(value, bool):
         raise InvalidEvent("type", f"field '{name}' must be an ISO 8601 timestamp or epoch seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if not _isfinite(value):
             raise InvalidEvent("type", f"field '{name}' is not a finite number")
         return float(value)
     if isinstance(value, str):
@@ -41,27 +49,108 @@ def parse_timestamp(value: object, name: str) -> float:
     raise InvalidEvent("type", f"field '{name}' must be an ISO 8601 timestamp or epoch seconds, got {type(value).__name__}")
 
 
-def _check_field(spec: FieldSpec, value: object) -> object:
+def _range_checker(spec: FieldSpec) -> Callable[[object], None] | None:
+    lo, hi, name = spec.minimum, spec.maximum, spec.name
+    if lo is None and hi is None:
+        return None
+
+    def check(value) -> None:
+        if lo is not None and value < lo:
+            raise InvalidEvent("range", f"field '{name}' = {value} is below the minimum {lo}")
+        if hi is not None and value > hi:
+            raise InvalidEvent("range", f"field '{name}' = {value} is above the maximum {hi}")
+    return check
+
+
+def _field_checker(spec: FieldSpec) -> Callable[[object], object]:
+    """A function validating and normalising one present (non-null) value of ``spec``."""
+    name, in_range = spec.name, _range_checker(spec)
     if spec.type == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidEvent("type", f"field '{spec.name}' must be an integer, got {value!r}"[:200])
+        def check(value):
+            if type(value) is not int:  # exact type: JSON true/false must not pass as 1/0
+                raise InvalidEvent("type", f"field '{name}' must be an integer, got {value!r}"[:200])
+            if in_range is not None:
+                in_range(value)
+            return value
     elif spec.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidEvent("type", f"field '{spec.name}' must be a number, got {value!r}"[:200])
-        if not math.isfinite(value):
-            raise InvalidEvent("type", f"field '{spec.name}' must be finite, got {value!r}")
-        value = float(value)
+        def check(value):
+            kind = type(value)
+            if kind is int:
+                value = float(value)
+            elif kind is not float:
+                raise InvalidEvent("type", f"field '{name}' must be a number, got {value!r}"[:200])
+            elif not _isfinite(value):
+                raise InvalidEvent("type", f"field '{name}' must be finite, got {value!r}")
+            if in_range is not None:
+                in_range(value)
+            return value
     elif spec.type == "timestamp":
-        value = parse_timestamp(value, spec.name)
+        def check(value):
+            value = parse_timestamp(value, name)
+            if in_range is not None:
+                in_range(value)
+            return value
     elif spec.type == "str":
-        if not isinstance(value, str):
-            raise InvalidEvent("type", f"field '{spec.name}' must be a string, got {value!r}"[:200])
-        return value
-    if spec.minimum is not None and value < spec.minimum:
-        raise InvalidEvent("range", f"field '{spec.name}' = {value} is below the minimum {spec.minimum}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise InvalidEvent("range", f"field '{spec.name}' = {value} is above the maximum {spec.maximum}")
-    return value
+        def check(value):
+            if type(value) is not str:
+                raise InvalidEvent("type", f"field '{name}' must be a string, got {value!r}"[:200])
+            return value
+    else:
+        raise ValueError(f"field '{name}' of a source declares unknown type {spec.type!r}")
+    return check
+
+
+Decoder = Callable[[bytes | None], "dict | None"]
+
+
+def compile_decoder(source: EventSource) -> Decoder:
+    """The decoder of ``source``: payload bytes to the validated, preprocessed event (see ``decode_event``)."""
+    fields = tuple((spec.name, spec.required, spec.default, _field_checker(spec)) for spec in source.fields)
+    known = frozenset(spec.name for spec in source.fields)
+    strict = not source.allow_unknown_fields
+    keep, transform, source_name = source.keep, source.transform, source.name
+    loads = orjson.loads
+
+    def decode(payload: bytes | None) -> dict | None:
+        if payload is None:
+            raise InvalidEvent("unparseable", "empty message (tombstone)")
+        try:
+            raw = loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("unparseable", f"not JSON: {exc}") from None
+        if type(raw) is not dict:
+            raise InvalidEvent("unparseable", f"expected a JSON object, got {type(raw).__name__}")
+        event = {}
+        get = raw.get
+        for name, required, default, check in fields:
+            value = get(name)
+            if value is None:
+                if required:
+                    raise InvalidEvent("missing", f"required field '{name}' is missing")
+                event[name] = default
+            else:
+                event[name] = check(value)
+        if strict and not known.issuperset(raw):
+            unknown = sorted(set(raw) - known)
+            raise InvalidEvent("unknown_field", f"unknown field(s) {unknown} for source '{source_name}'")
+        if keep is not None and not keep(event):
+            return None
+        if transform is not None:
+            event = transform(event)
+        return event
+
+    return decode
+
+
+_DECODERS: dict[int, tuple[EventSource, Decoder]] = {}
+
+
+def decoder_for(source: EventSource) -> Decoder:
+    """The compiled decoder of ``source`` (compiled on first use)."""
+    hit = _DECODERS.get(id(source))
+    if hit is None or hit[0] is not source:
+        hit = _DECODERS[id(source)] = (source, compile_decoder(source))
+    return hit[1]
 
 
 def decode_event(source: EventSource, payload: bytes | None) -> dict | None:
@@ -69,29 +158,4 @@ def decode_event(source: EventSource, payload: bytes | None) -> dict | None:
 
     Raises ``InvalidEvent`` naming the first problem found. Timestamps come back as epoch seconds.
     """
-    if payload is None:
-        raise InvalidEvent("unparseable", "empty message (tombstone)")
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent("unparseable", f"not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidEvent("unparseable", f"expected a JSON object, got {type(raw).__name__}")
-    event: dict = {}
-    for spec in source.fields:
-        value = raw.get(spec.name)
-        if value is None:
-            if spec.required:
-                raise InvalidEvent("missing", f"required field '{spec.name}' is missing")
-            event[spec.name] = spec.default
-            continue
-        event[spec.name] = _check_field(spec, value)
-    if not source.allow_unknown_fields:
-        unknown = sorted(set(raw) - {f.name for f in source.fields})
-        if unknown:
-            raise InvalidEvent("unknown_field", f"unknown field(s) {unknown} for source '{source.name}'")
-    if source.keep is not None and not source.keep(event):
-        return None
-    if source.transform is not None:
-        event = source.transform(event)
-    return event
+    return decoder_for(source)(payload)

@@ -8,7 +8,8 @@ no-op, which makes the online store converge to the batch recomputation.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
+from typing import Callable
 
 from feature_repo.aggregations import EntityAggregation
 
@@ -53,12 +54,16 @@ class _Timeline:
 class EntityState:
     """Window state of one entity (customer, terminal, ...) for one aggregation."""
 
-    __slots__ = ("events", "labels", "last_event_time")
+    __slots__ = ("events", "_labels", "last_event_time")
 
     def __init__(self) -> None:
         self.events = _Timeline()
-        self.labels = _Timeline()
+        self._labels: _Timeline | None = None  # most entities never see a label: allocate on the first
         self.last_event_time: float | None = None
+
+    @property
+    def labels(self) -> _Timeline:
+        return self._labels if self._labels is not None else _NO_LABELS
 
     def add_event(self, event_id: int, ts: float, value: float = 0.0) -> bool:
         added = self.events.add(event_id, ts, value)
@@ -69,48 +74,105 @@ class EntityState:
     def add_label(self, event_id: int, ts: float, value: float) -> bool:
         # A negative label carries no information for the risk ratio, but is remembered so
         # that a replay of it stays a no-op.
-        return self.labels.add(event_id, ts, value)
+        if self._labels is None:
+            self._labels = _Timeline()
+        return self._labels.add(event_id, ts, value)
 
     def prune(self, horizon_s: float) -> None:
         if self.last_event_time is not None:
             cutoff = self.last_event_time - horizon_s
             self.events.prune(cutoff)
-            self.labels.prune(cutoff)
+            if self._labels is not None:
+                self._labels.prune(cutoff)
+
+    def maybe_prune(self, horizon_s: float) -> None:
+        """Prune once enough events have expired to pay for rebuilding the id index (amortised O(1))."""
+        times = self.events.times
+        cutoff = self.last_event_time - horizon_s
+        if times[0] <= cutoff:
+            cut = bisect_right(times, cutoff)
+            if cut >= PRUNE_MIN or 4 * cut >= len(times):
+                self.prune(horizon_s)
+
+
+PRUNE_MIN = 16
+_NO_LABELS = _Timeline()
+
+
+class FeaturePlan:
+    """An aggregation's windows compiled for the hot path: feature names and (delay, length) in seconds."""
+
+    __slots__ = ("names", "bounds", "values")
+
+    def __init__(self, agg: EntityAggregation):
+        self.names: tuple[str, ...] = tuple(agg.feature_names())
+        self.bounds: tuple[tuple[float, float], ...] = tuple(
+            (w.delay.total_seconds(), w.length.total_seconds()) for w in agg.windows)
+        kernel = FEATURE_FUNCTIONS[agg.kind]
+        bounds = self.bounds
+        self.values: Callable[[EntityState, float], list] = lambda state, t: kernel(state, t, bounds)
+
+    def row(self, state: EntityState, t: float) -> dict:
+        """Features of ``state`` at reference time ``t``, by feature name."""
+        return dict(zip(self.names, self.values(state, t)))
+
+
+def _count_avg(state: EntityState, t: float, bounds) -> list:
+    """Count and average of event values in (t - length - delay, t - delay] for each window."""
+    out: list = []
+    times, values = state.events.times, state.events.values
+    last_delay = hi = None
+    for delay, length in bounds:
+        hi_t = t - delay
+        if delay != last_delay:  # windows sharing a delay share their right edge
+            hi, last_delay = bisect_right(times, hi_t), delay
+        lo = bisect_right(times, hi_t - length, 0, hi)
+        n = hi - lo
+        out.append(n)
+        out.append(sum(values[lo:hi]) / n if n else 0.0)
+    return out
+
+
+def _count_risk(state: EntityState, t: float, bounds) -> list:
+    """Count of events and share of them labelled positive, in (t - (length+delay), t - delay]."""
+    out: list = []
+    times, lab = state.events.times, state.labels
+    ltimes, lvalues = lab.times, lab.values
+    last_delay = hi = lhi = None
+    for delay, length in bounds:
+        hi_t = t - delay
+        if delay != last_delay:
+            hi, lhi, last_delay = bisect_right(times, hi_t), bisect_right(ltimes, hi_t), delay
+        lo_t = hi_t - length
+        lo = bisect_right(times, lo_t, 0, hi)
+        n = hi - lo
+        out.append(n)
+        out.append(sum(lvalues[bisect_right(ltimes, lo_t, 0, lhi):lhi]) / n if n else 0.0)
+    return out
+
+
+FEATURE_FUNCTIONS = {"count_avg": _count_avg, "count_risk": _count_risk}
+_PLANS: dict[EntityAggregation, FeaturePlan] = {}
+
+
+def plan_for(agg: EntityAggregation) -> FeaturePlan:
+    """The compiled plan of ``agg`` (cached: aggregations are frozen)."""
+    plan = _PLANS.get(agg)
+    if plan is None:
+        plan = _PLANS[agg] = FeaturePlan(agg)
+    return plan
 
 
 def count_avg(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
     """Count and average of event values in (t - length, t] for each window."""
-    out: list[float] = []
-    ev = state.events
-    for w in agg.windows:
-        delay = w.delay.total_seconds()
-        lo, hi = ev.span(t - delay - w.length.total_seconds(), t - delay)
-        n = hi - lo
-        out.append(n)
-        out.append(sum(ev.values[lo:hi]) / n if n else 0.0)
-    return out
+    return _count_avg(state, t, plan_for(agg).bounds)
 
 
 def count_risk(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
     """Count of events and share of them labelled positive, in (t - (length+delay), t - delay]."""
-    out: list[float] = []
-    ev, lab = state.events, state.labels
-    for w in agg.windows:
-        delay = w.delay.total_seconds()
-        lo_t, hi_t = t - delay - w.length.total_seconds(), t - delay
-        lo, hi = ev.span(lo_t, hi_t)
-        n = hi - lo
-        llo, lhi = lab.span(lo_t, hi_t)
-        positives = sum(lab.values[llo:lhi])
-        out.append(n)
-        out.append(positives / n if n else 0.0)
-    return out
-
-
-FEATURE_FUNCTIONS = {"count_avg": count_avg, "count_risk": count_risk}
+    return _count_risk(state, t, plan_for(agg).bounds)
 
 
 def features_at(state: EntityState, t: float, agg: EntityAggregation) -> dict[str, float]:
     """The aggregation's features of ``state`` at reference time ``t``, by feature name."""
-    values = FEATURE_FUNCTIONS[agg.kind](state, t, agg)
-    return dict(zip(agg.feature_names(), values))
+    return plan_for(agg).row(state, t)
