@@ -7,6 +7,7 @@ fraud probability [N]; serving never re-implements the scaling.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 from feature_repo.model_inputs import MODEL_INPUTS
 from rtml_common.errors import InvalidInputError
 
+log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 TRAIN_INFO_FILE = "train.json"
 
@@ -130,6 +132,7 @@ def train_model(train: pd.DataFrame, validation: pd.DataFrame, config: TrainConf
             total += loss.item() * len(idx)
         val_ap = float(average_precision_score(yv, _predict(model, xv))) if yv.min() != yv.max() else 0.0
         history.append({"epoch": epoch, "train_loss": total / len(x), "validation_ap": val_ap})
+        log.info("epoch %d: train loss %.5f, validation AP %.4f", epoch, total / len(x), val_ap)
         if val_ap > best:
             best, best_epoch, worse = val_ap, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -97,23 +97,28 @@ def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
     return paths
 
 
-def submit(host: str, arguments: dict, pipeline: str = "training", experiment: str = "rtml", run_name: str | None = None,
+def submit(host: str, arguments: dict | None = None, pipeline: str = "training", experiment: str = "rtml", run_name: str | None = None,
            cron: str | None = None, namespace: str | None = None, existing_token: str | None = None) -> dict:
     """Upload the compiled pipeline (new version when it exists), start a run, and optionally a recurring run.
 
-    ``cron`` uses KFP's six-field cron format (e.g. ``"0 0 3 * * *"``: daily at 03:00).
+    ``arguments`` are the pipeline's parameters (paths as the cluster's steps see them, e.g. a
+    mounted volume). ``cron`` uses KFP's six-field cron format (``"0 0 3 * * *"``: daily at 03:00).
+    Returns the pipeline, version, experiment, run and (with ``cron``) recurring-run ids.
     """
+    from datetime import datetime, timezone
+
     import kfp
 
+    arguments = dict(arguments or {})
     if pipeline not in PIPELINES:
         raise InvalidInputError(f"unknown pipeline {pipeline!r}; expected one of {sorted(PIPELINES)}")
     package = COMPILED_DIR / f"{pipeline}.yaml"
     client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     name = PIPELINES[pipeline].name
     pipeline_id = client.get_pipeline_id(name)
-    version_name = f"{name}-{_short_code_version()}"
+    version_name = f"{name}-{_short_code_version()}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
     if pipeline_id is None:
-        uploaded = client.upload_pipeline(str(package), pipeline_name=name)
+        uploaded = client.upload_pipeline(str(package), pipeline_name=name, namespace=namespace)
         pipeline_id = uploaded.pipeline_id
         version_id = client.list_pipeline_versions(pipeline_id).pipeline_versions[0].pipeline_version_id
     else:
