@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
@@ -28,6 +27,7 @@ from feature_repo.model_inputs import (
 )
 from feature_repo.store import FeatureStoreSettings, apply_definitions
 from tests.integration.inference_fixtures import DEFAULTS, Server, make_model_dir, reference_forward
+from tests.integration.triton_grpc_calls import grpc_calls
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def expected(env, customers, terminals, amounts, epochs) -> np.ndarray:
 BATCH = dict(customers=[1, 2, 3, 1], terminals=[10, 20, 10, 20], amounts=[12.5, 80.0, 3.25, 400.0], epochs=[SAT_NIGHT, MON_NOON, MON_NOON, SAT_NIGHT])
 
 
-def triton_inputs(mod, customers, terminals, amounts, epochs, binary=True, iso=False):
+def triton_inputs(customers, terminals, amounts, epochs, binary=True, iso=False):
     n = len(customers)
     if iso:
         dt = np.array([datetime.fromtimestamp(e, timezone.utc).isoformat().encode() for e in epochs], dtype=object)
@@ -123,11 +123,8 @@ def triton_inputs(mod, customers, terminals, amounts, epochs, binary=True, iso=F
     }
     inputs = []
     for name, v in values.items():
-        inp = mod.InferInput(name, [n], "BYTES" if v.dtype == object else {np.int64: "INT64", np.float32: "FP32"}[v.dtype.type])
-        if mod is thttp:
-            inp.set_data_from_numpy(v, binary_data=binary)
-        else:
-            inp.set_data_from_numpy(v)
+        inp = thttp.InferInput(name, [n], "BYTES" if v.dtype == object else {np.int64: "INT64", np.float32: "FP32"}[v.dtype.type])
+        inp.set_data_from_numpy(v, binary_data=binary)
         inputs.append(inp)
     return inputs
 
@@ -151,16 +148,15 @@ def test_health_and_metadata_over_http(server):
 
 
 def test_health_and_metadata_over_grpc(server):
-    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(MODEL)
-    meta = c.get_model_metadata(MODEL, as_json=True)
+    health, meta = grpc_calls(f"127.0.0.1:{server.grpc_port}", [{"op": "health", "model": MODEL}, {"op": "metadata", "model": MODEL}])
+    assert health == {"live": True, "ready": True, "model_ready": True}
     assert [o["name"] for o in meta["outputs"]] == ["fraud_probability", "is_fraud", "model_version"]
 
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_http_batch_matches_the_models_forward_pass(env, server, binary):
     c = thttp.InferenceServerClient(server.url)
-    res = c.infer(MODEL, triton_inputs(thttp, **BATCH, binary=binary), request_id="batch-1")
+    res = c.infer(MODEL, triton_inputs(**BATCH, binary=binary), request_id="batch-1")
     want = expected(env, **BATCH)
     np.testing.assert_allclose(res.as_numpy("fraud_probability"), want, rtol=1e-5, atol=1e-6)
     assert res.as_numpy("is_fraud").tolist() == (want >= 0.5).tolist()
@@ -169,17 +165,22 @@ def test_http_batch_matches_the_models_forward_pass(env, server, binary):
     assert response["id"] == "batch-1" and response["model_name"] == MODEL and response["model_version"] == "3"
 
 
+def grpc_infer(customers, terminals, amounts, epochs, model=MODEL, request_id="", drop=()) -> dict:
+    tensors = [("customer_id", "INT64", customers), ("terminal_id", "INT64", terminals), ("tx_amount", "FP32", amounts), ("tx_datetime", "INT64", epochs)]
+    inputs = [{"name": n, "datatype": dt, "data": d} for n, dt, d in tensors if n not in drop]
+    return {"op": "infer", "model": model, "inputs": inputs, "request_id": request_id}
+
+
 def test_grpc_batch_matches_the_models_forward_pass(env, server):
-    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    res = c.infer(MODEL, triton_inputs(tgrpc, **BATCH), request_id="grpc-1")
-    np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **BATCH), rtol=1e-5, atol=1e-6)
-    assert res.get_response().id == "grpc-1" and res.get_response().model_version == "3"
+    (res,) = grpc_calls(f"127.0.0.1:{server.grpc_port}", [grpc_infer(**BATCH, request_id="grpc-1")])
+    np.testing.assert_allclose(res["outputs"]["fraud_probability"], expected(env, **BATCH), rtol=1e-5, atol=1e-6)
+    assert res["id"] == "grpc-1" and res["model_version"] == "3" and res["outputs"]["model_version"] == ["3"] * 4
 
 
 def test_iso_datetimes_score_like_epoch_seconds(server):
     c = thttp.InferenceServerClient(server.url)
-    by_epoch = c.infer(MODEL, triton_inputs(thttp, **BATCH)).as_numpy("fraud_probability")
-    by_iso = c.infer(MODEL, triton_inputs(thttp, **BATCH, iso=True)).as_numpy("fraud_probability")
+    by_epoch = c.infer(MODEL, triton_inputs(**BATCH)).as_numpy("fraud_probability")
+    by_iso = c.infer(MODEL, triton_inputs(**BATCH, iso=True)).as_numpy("fraud_probability")
     np.testing.assert_array_equal(by_epoch, by_iso)
 
 
@@ -191,14 +192,14 @@ def missing_count(server) -> float:
 def test_unknown_entities_are_scored_with_defaults_and_counted(env, server):
     before = missing_count(server)
     tx = dict(customers=[999, 1], terminals=[10, 777], amounts=[50.0, 5.0], epochs=[MON_NOON, MON_NOON])
-    res = thttp.InferenceServerClient(server.url).infer(MODEL, triton_inputs(thttp, **tx))
+    res = thttp.InferenceServerClient(server.url).infer(MODEL, triton_inputs(**tx))
     np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **tx), rtol=1e-5, atol=1e-6)
     assert missing_count(server) == before + 2
 
 
 @pytest.mark.parametrize("mode", ["v2", "grpc-v2"])
 def test_transformer_calling_a_remote_predictor_gives_the_same_answers(env, servers, mode):
-    res = thttp.InferenceServerClient(servers[mode].url).infer(MODEL, triton_inputs(thttp, **BATCH), request_id="remote")
+    res = thttp.InferenceServerClient(servers[mode].url).infer(MODEL, triton_inputs(**BATCH), request_id="remote")
     np.testing.assert_allclose(res.as_numpy("fraud_probability"), expected(env, **BATCH), rtol=1e-5, atol=1e-6)
     assert res.get_response()["model_version"] == "3" and res.get_response()["id"] == "remote"
 
@@ -220,7 +221,7 @@ def test_bad_requests_get_400_naming_the_problem(server, tensors, status, messag
 
 
 def test_wrong_shape_over_tritonclient_is_400(server):
-    inputs = triton_inputs(thttp, **BATCH)
+    inputs = triton_inputs(**BATCH)
     inputs[0] = thttp.InferInput("customer_id", [2, 2], "INT64")
     inputs[0].set_data_from_numpy(np.array([[1, 2], [3, 1]], dtype=np.int64))
     with pytest.raises(InferenceServerException, match="does not match the declared shape"):
@@ -228,13 +229,15 @@ def test_wrong_shape_over_tritonclient_is_400(server):
 
 
 def test_grpc_errors_keep_their_status(server):
-    c = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    with pytest.raises(InferenceServerException) as err:
-        c.infer(MODEL, triton_inputs(tgrpc, **BATCH)[:3])
-    assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "tx_datetime" in err.value.message()
-    with pytest.raises(InferenceServerException) as err:
-        c.infer("no-such-model", triton_inputs(tgrpc, **BATCH))
-    assert err.value.status() == "StatusCode.NOT_FOUND"
+    n = 20000
+    big = dict(customers=list(range(n)), terminals=[10] * n, amounts=[1.0] * n, epochs=[MON_NOON] * n)
+    missing, unknown, oversized = grpc_calls(
+        f"127.0.0.1:{server.grpc_port}",
+        [grpc_infer(**BATCH, drop=("tx_datetime",)), grpc_infer(**BATCH, model="no-such-model"), grpc_infer(**big)],
+    )
+    assert missing["error"]["status"] == "StatusCode.INVALID_ARGUMENT" and "tx_datetime" in missing["error"]["message"]
+    assert unknown["error"]["status"] == "StatusCode.NOT_FOUND"
+    assert oversized["error"]["status"] == "StatusCode.RESOURCE_EXHAUSTED"
 
 
 def test_unknown_model_is_404(server):
@@ -248,14 +251,6 @@ def test_oversized_body_is_413(server):
     big = dict(GOOD, customer_id=("INT64", list(range(20000))))
     r = httpx.post(f"http://{server.url}/v2/models/{MODEL}/infer", json=v2_body(**big))
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
-
-
-def test_oversized_grpc_message_is_resource_exhausted(server):
-    n = 20000
-    big = dict(customers=list(range(n)), terminals=[10] * n, amounts=[1.0] * n, epochs=[MON_NOON] * n)
-    with pytest.raises(InferenceServerException) as err:
-        tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer(MODEL, triton_inputs(tgrpc, **big))
-    assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
 def test_plain_json_with_and_without_content_type(server):
