@@ -1,6 +1,6 @@
 """The Kafka edge of the feature engine: poll, validate, apply, write, commit.
 
-Commit order (this is the at-least-once contract; see ``step`` and ``_commit``):
+Commit order (this is the at-least-once contract; see ``step`` and ``commit``):
   1. state   - every polled record is validated and folded into the in-memory window state
                (``FeatureEngine.apply``); replays are no-ops because state is keyed by event id;
   2. online  - the latest features of every entity touched since the last write are written to
@@ -152,7 +152,7 @@ class StreamRunner:
             self._write_online(now)
         if self._uncommitted and (now - self._last_flush >= self.settings.offline_flush_s
                                   or self.offline.pending >= self.settings.offline_flush_rows):
-            self._commit()
+            self.commit()
         if n:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         if now - self._last_lag > 5:
@@ -186,7 +186,8 @@ class StreamRunner:
         metrics.ONLINE_ROWS.labels(view).inc(rows)
         self.stats.online_rows += rows
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
+        """Steps 2-5 now: write every touched entity online, flush the offline log and the producer, commit offsets."""
         # Step 2 completed for everything polled so far, then steps 3-5: offline, produce, offsets.
         if self._record_ts:
             self._write_online(time.monotonic())
@@ -213,7 +214,7 @@ class StreamRunner:
     def close(self) -> None:
         try:
             if self._uncommitted:
-                self._commit()
+                self.commit()
         finally:
             self.writer.close()
             self.consumer.close()
