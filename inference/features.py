@@ -26,7 +26,7 @@ class OnlineFeatureReader:
     def __init__(self, settings: FeatureStoreSettings, threads: int = 1, max_batch_size: int = 512):
         self._store = open_store(settings)
         self._service = self._store.get_feature_service(FEATURE_SERVICE, allow_cache=True)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="feast-read")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="feast-read") if threads > 0 else None
         self._max_batch_size = max_batch_size
         self._batcher: MicroBatcher | None = None
         self.read(np.zeros((1, 2), dtype=np.int64))  # loads the registry and opens the store now, not on a request
@@ -51,8 +51,11 @@ class OnlineFeatureReader:
         return await self._batcher.submit(keys)
 
     async def _read_async(self, keys: np.ndarray) -> np.ndarray:
+        if self._pool is None:  # inline: a local SQLite read is CPU-bound Python, a thread only adds GIL hand-offs
+            return self.read(keys)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.read, keys)
 
     def close(self) -> None:
         """Stop the read threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -66,7 +66,12 @@ class TransformerSettings(_ServerSettings, FeatureStoreSettings, KafkaSettings):
         description="Entities with no online features yet: 'defaults' fills the model's defaults (and counts them), "
         "'reject' answers 400 naming them.",
     )
-    feature_fetch_threads: int = Field(1, description="Threads reading the online store (reads are batched across requests).")
+    feature_fetch_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads reading the online store (reads are batched across requests); 0 reads on the event loop, "
+        "which suits a local SQLite store (CPU-bound, no I/O wait to overlap).",
+    )
     max_fetch_batch_size: int = Field(512, description="Most entity rows in one online-store read.")
     prediction_log_topic: str = Field(
         "predictions",

@@ -61,7 +61,8 @@ def test_every_prediction_is_produced_to_kafka(home, kafka_settings, unique):
 
 
 def test_a_dead_broker_does_not_fail_or_slow_requests(home):
-    env = {"RTML_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    # Also covers reading the online store on the event loop (no read thread).
+    env = {"RTML_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RTML_FEATURE_FETCH_THREADS": "0"}
     server = Server(home, home / "server.log", "--role", "all", env=env).wait_ready()
     try:
         start = time.monotonic()
