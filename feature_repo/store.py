@@ -36,10 +36,10 @@ class FeatureStoreSettings(RtmlSettings):
         else:
             online = {"type": "sqlite", "path": str(self.home / "online.db")}
         if self.feast_registry_url:
-            registry = {"registry_type": "sql", "path": self.feast_registry_url.get_secret_value(), "cache_ttl_seconds": 60}
+            registry = {"registry_type": "sql", "path": self.feast_registry_url.get_secret_value(), "cache_ttl_seconds": 60, "cache_mode": "thread"}
         else:
             # cache_mode thread: servers refresh the registry in the background, not on the request path.
-            registry = {"path": str(self.home / "registry.db"), "cache_ttl_seconds": 60}
+            registry = {"path": str(self.home / "registry.db"), "cache_ttl_seconds": 60, "cache_mode": "thread"}
         return RepoConfig(
             project=PROJECT,
             provider="local",
