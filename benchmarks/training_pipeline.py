@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -51,7 +52,7 @@ def run_one(size: str, epochs: int) -> dict:
                            DELAY_DAYS, TEST_DAYS, max_epochs=epochs)
         wall = time.perf_counter() - started
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"size": size, "train_days": train_days, "train_transactions": int(in_train.sum()),
+    return {"size": size, "load_average_1m": round(os.getloadavg()[0], 1), "train_days": train_days, "train_transactions": int(in_train.sum()),
             "logged_transactions": int((tx["TX_DATETIME"] >= (train_start - pd.Timedelta(days=1)).tz_localize("UTC")).sum()),
             "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
             "metrics": result["metrics"]["candidate"], "epochs": epochs}
@@ -66,23 +67,27 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(run_one(args.child, args.epochs)))
         return
-    rows = []
+    rows = json.loads(RESULTS.read_text()).get("runs", []) if RESULTS.is_file() else []
     for size in args.sizes:
         out = subprocess.run([sys.executable, __file__, "--child", size, "--epochs", str(args.epochs)], cwd=ROOT,
                              capture_output=True, text=True)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode != 0 or not line:
             sys.exit(f"{size} run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        rows.append(json.loads(line[-1][len("RESULT "):]))
+        rows = [r for r in rows if r["size"] != size] + [json.loads(line[-1][len("RESULT "):])]
+        _write(rows)  # after each size, so a long month run cannot lose the week's numbers
     print(f"{'size':<7}{'train tx':>10}{'wall s':>9}{'peak MB':>9}{'AUC':>7}{'AP':>7}{'CP@100':>8}")
     for r in rows:
         m = r["metrics"]
         print(f"{r['size']:<7}{r['train_transactions']:>10}{r['wall_seconds']:>9}{r['peak_rss_mb']:>9}"
               f"{m['auc_roc']:>7.3f}{m['average_precision']:>7.3f}{m['card_precision_at_100']:>8.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-                                   "runs": rows}, indent=2))
     print(f"wrote {RESULTS}")
+
+
+def _write(rows: list[dict]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 1)}
+    RESULTS.write_text(json.dumps({"machine": machine, "runs": sorted(rows, key=lambda r: r["train_days"])}, indent=2))
 
 
 if __name__ == "__main__":
