@@ -17,7 +17,8 @@ parquet offline) in a temporary directory, replays the fraud simulator's stream 
 Baseline, same run, same events: a plain kafka-python loop that per poll (one micro-batch)
 decodes and computes features with the same engine, then calls Feast's
 ``store.push(<view>_push, df, to=PushMode.ONLINE_AND_OFFLINE)`` with the batch's per-event feature
-rows. Only the write path differs. Prints a table and writes ``benchmarks/results/streaming.json``.
+rows. Only the write path differs. Prints a table and writes ``benchmarks/results/streaming.json``
+(one entry per online store: ``--online sqlite``, the default, or ``--online redis``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import pandas as pd
 from feature_repo.sources import SOURCES
 from feature_repo.store import apply_definitions
 from rtml.local.kafka import LocalKafka
+from rtml.local.redis import LocalRedis
 from rtml.simulator import TokenBucket, generate_transactions, to_events
 from rtml_common.kafka import make_consumer, make_producer
 from streaming.engine import FeatureEngine
@@ -321,18 +323,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--phase-seconds", type=float, default=12.0, help="length of each rate-limited freshness run")
     parser.add_argument("--baseline-seconds", type=float, default=30.0, help="time limit of the baseline throughput run")
     parser.add_argument("--memory-entities", type=int, default=200_000, help="entities in the memory probe")
+    parser.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
+                        help="Feast online store of both systems (redis: a local redis-server)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.monotonic()
-    result: dict = {"machine": machine(), "settings": {}, "rtml": {"freshness": {}}, "baseline": {"freshness": {}}}
+    result: dict = {"machine": machine(), "online_store": args.online, "settings": {}, "rtml": {"freshness": {}}, "baseline": {"freshness": {}}}
     print("memory probe ...", flush=True)
     result["memory"] = measure_memory(args.memory_entities)
 
     root = Path(tempfile.mkdtemp(prefix="rtml-bench-streaming-"))
     broker = start_broker(root)
+    redis = LocalRedis(root / "redis").start() if args.online == "redis" else None
     try:
         settings = StreamingSettings(home=root / "rtml", kafka_bootstrap=broker.bootstrap, metrics_port=0, restore=False,
-                                     group_id=f"bench-{uuid.uuid4().hex[:6]}")
+                                     group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                                     redis_connection=redis.connection if redis else None)
         result["settings"] = {k: v for k, v in settings.model_dump().items()
                               if k in ("max_batch_records", "online_flush_s", "online_write_share", "offline_flush_s",
                                        "offline_flush_rows", "check_crcs", "partitions")}
@@ -369,12 +375,17 @@ def main(argv: list[str] | None = None) -> dict:
         base.close()
     finally:
         broker.stop()
+        if redis is not None:
+            redis.stop()
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     print()
     print(table(result))
     print(f"\nmemory: {result['memory']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    runs = json.loads(args.out.read_text()) if args.out.exists() else {}
+    runs = runs if isinstance(runs, dict) and set(runs) <= {"sqlite", "redis"} else {}
+    runs[args.online] = result  # one entry per online store, the other kept from its last run
+    args.out.write_text(json.dumps(runs, indent=2) + "\n")
     print(f"wrote {args.out} ({result['wall_seconds']} s)")
     return result
 

@@ -2,12 +2,13 @@
 
 Commit order (this is the at-least-once contract; see ``step`` and ``commit``):
   1. state   - every polled record is validated and folded into the in-memory window state
-               (``FeatureEngine.apply``); replays are no-ops because state is keyed by event id;
+               (``FeatureEngine.apply``); replays are no-ops because state knows events by (id, event time);
   2. online  - the latest features of every entity touched since the last write are written to
                the Feast online store by the background writer (``streaming.online``): at most one
-               write in flight, a new one once the last is done and ``online_flush_s`` has passed,
-               so an entity touched many times in between is written once. Writes are idempotent
-               upserts, so they may run ahead of the commit;
+               write in flight, a new one once the last is done and ``online_flush_s`` has passed
+               (spaced to ``online_write_share`` of the time while catching up), so an entity
+               touched many times in between is written once. Writes are idempotent upserts, so
+               they may run ahead of the commit;
   3. offline - raw events and per-event feature rows are appended to the offline log, as new
                files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
   4. produce - the dead-letter producer is flushed;
@@ -75,7 +76,7 @@ class StreamRunner:
                                       max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs)
         self.stats = RunStats()
         self._last_flush = time.monotonic()
-        self._next_online = 0.0
+        self._last_online = 0.0
         self._last_lag = 0.0
         self._uncommitted = False
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
@@ -148,7 +149,7 @@ class StreamRunner:
         if n:
             self._uncommitted = True
         now = time.monotonic()
-        if stamps and now >= self._next_online and not self.writer.busy:
+        if stamps and not self.writer.busy and now - self._last_online >= self._online_gap(n):
             self._write_online(now)
         if self._uncommitted and (now - self._last_flush >= self.settings.offline_flush_s
                                   or self.offline.pending >= self.settings.offline_flush_rows):
@@ -165,12 +166,21 @@ class StreamRunner:
         self.stats.dead_lettered += 1
         self.stats.by_reason[exc.category] = self.stats.by_reason.get(exc.category, 0) + 1
 
+    def _online_gap(self, polled: int) -> float:
+        """Least time between two online writes.
+
+        Caught up, a write starts as soon as the last one is done (and ``online_flush_s`` has
+        passed): freshness first. Catching up (the poll came back full), freshness is lost
+        anyway, so writes keep to ``online_write_share`` of the time and coalesce more entities.
+        """
+        gap = self.settings.online_flush_s
+        if polled >= self.settings.max_batch_records:
+            gap = max(gap, self.writer.last_duration_s / self.settings.online_write_share)
+        return gap
+
     def _write_online(self, now: float) -> None:
         """Hand every touched entity's latest features to the writer (step 2 of the commit order)."""
-        # The gap keeps writes under their share of the time (see ``online_write_share``): slow
-        # writes (a large backlog, a slow store) make the next one coalesce more entities.
-        share = self.settings.online_write_share
-        self._next_online = now + max(self.settings.online_flush_s, self.writer.last_duration_s * (1.0 / share))
+        self._last_online = now
         drained = self.engine.drain_online_values()
         stamps, self._record_ts = self._record_ts, []
         self.writer.submit(drained, stamps)

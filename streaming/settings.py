@@ -18,8 +18,8 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         0.1, description="Shortest time between two online-store writes; an entity touched several times in between "
                          "is written once. Writes also wait for the previous one, so slow writes coalesce more.")
     online_write_share: float = Field(
-        0.5, gt=0, le=1, description="Largest share of wall time the online writes may take: after a write of W seconds "
-                                     "the next one waits W*(1/share-1), so under backlog entities coalesce over longer spans.")
+        0.5, gt=0, le=1, description="While catching up (polls come back full), the largest share of wall time online "
+                                     "writes may take: writes are spaced so, and coalesce more entities each.")
     offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
     grace_s: float = Field(0.0, description="Extra state kept beyond the longest window, for late events.")

@@ -2,13 +2,14 @@
 
 State keeps each event of the entity's horizon (longest window + delay + grace) in event-time
 order, so every window is exact at any reference time and memory per entity is bounded by
-the horizon. Events are identified by id: a replayed event (at-least-once delivery) is a
+the horizon. Events are identified by (id, event time): a replayed event (at-least-once delivery) is a
 no-op, which makes the online store converge to the batch recomputation.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from typing import Callable
 
 from feature_repo.aggregations import EntityAggregation
@@ -17,26 +18,35 @@ DAY_S = 86400.0
 
 
 class _Timeline:
-    """Sorted (time, value) pairs with an id set for de-duplication."""
+    """Events sorted by time in three flat arrays (time, value, id): 24 bytes an event.
+
+    An event is identified by (id, time): a replay carries both, so it is found by searching
+    the ids of the events stamped with its time, with no per-event index to keep.
+    """
 
     __slots__ = ("times", "values", "ids")
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self.values: list[float] = []
-        self.ids: dict[int, float] = {}
+        self.times = array("d")
+        self.values = array("d")
+        self.ids = array("q")
 
     def add(self, event_id: int, ts: float, value: float) -> bool:
-        if event_id in self.ids:
-            return False
-        self.ids[event_id] = ts
-        if not self.times or ts >= self.times[-1]:
-            self.times.append(ts)
+        times = self.times
+        if not times or ts > times[-1]:  # the common case: a new latest event
+            times.append(ts)
             self.values.append(value)
-        else:
-            i = bisect_right(self.times, ts)
-            self.times.insert(i, ts)
-            self.values.insert(i, value)
+            self.ids.append(event_id)
+            return True
+        lo = bisect_left(times, ts)
+        hi = bisect_right(times, ts, lo)
+        ids = self.ids
+        for i in range(lo, hi):
+            if ids[i] == event_id:
+                return False
+        times.insert(hi, ts)
+        self.values.insert(hi, value)
+        ids.insert(hi, event_id)
         return True
 
     def span(self, lo: float, hi: float) -> tuple[int, int]:
@@ -48,7 +58,7 @@ class _Timeline:
         if cut:
             del self.times[:cut]
             del self.values[:cut]
-            self.ids = {k: t for k, t in self.ids.items() if t > before}
+            del self.ids[:cut]
 
 
 class EntityState:
@@ -86,7 +96,7 @@ class EntityState:
                 self._labels.prune(cutoff)
 
     def maybe_prune(self, horizon_s: float) -> None:
-        """Prune once enough events have expired to pay for rebuilding the id index (amortised O(1))."""
+        """Prune once enough events have expired to pay for moving the arrays (amortised O(1))."""
         times = self.events.times
         cutoff = self.last_event_time - horizon_s
         if times[0] <= cutoff:

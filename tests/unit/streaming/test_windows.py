@@ -75,3 +75,22 @@ def test_prune_bounds_state_to_the_horizon():
     state.prune(CUSTOMER_SPENDING.horizon.total_seconds())
     assert len(state.events.times) == 30  # days 70..99: the window (99 - 30, 99]
     assert min(state.events.times) > 99 * DAY_S - 30 * DAY_S
+
+
+def test_out_of_order_replay_is_found_by_id_and_time():
+    state = EntityState()
+    assert state.add_event(1, 100.0, 1.0)
+    assert state.add_event(2, 50.0, 2.0)  # late, inserted before
+    assert state.add_event(3, 50.0, 4.0)  # same time, another event
+    assert not state.add_event(2, 50.0, 2.0)
+    assert not state.add_event(1, 100.0, 1.0)
+    assert list(state.events.times) == [50.0, 50.0, 100.0]
+    assert features_at(state, 100.0, CUSTOMER_SPENDING)["customer_id_avg_amount_1day_window"] == 7.0 / 3
+
+
+def test_labels_are_allocated_only_when_one_arrives():
+    state = EntityState()
+    state.add_event(1, 10.0)
+    assert len(state.labels.times) == 0 and state._labels is None
+    assert state.add_label(1, 10.0, 1.0) and not state.add_label(1, 10.0, 1.0)
+    assert features_at(state, 10.0 + 7 * DAY_S, TERMINAL_RISK)["terminal_id_risk_1day_window"] == 1.0
