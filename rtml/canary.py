@@ -131,14 +131,42 @@ def rollback(isvc: dict, mode: str | None = None, canary: str | None = None) -> 
     return out
 
 
-def json_patch(old: dict, new: dict) -> list[dict]:
-    """RFC 6902 patch replacing ``spec``, guarded by the read ``resourceVersion`` (no lost updates)."""
-    ops: list[dict] = []
+def _merge_diff(old: Any, new: Any) -> Any:
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    diff: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if k not in old:
+            diff[k] = v
+        elif old[k] != v:
+            diff[k] = _merge_diff(old[k], v)
+    return diff
+
+
+def merge_patch(old: dict, new: dict) -> dict:
+    """RFC 7386 merge patch turning ``old``'s spec into ``new``'s, guarded by the read ``resourceVersion``.
+
+    The apiserver rejects the patch with 409 when the object changed since it was read (no lost updates).
+    Merge patches are what the kubernetes client sends for custom objects; removed keys become ``null``.
+    """
+    patch: dict[str, Any] = {"spec": _merge_diff(old.get("spec", {}), new["spec"])}
     version = old.get("metadata", {}).get("resourceVersion")
     if version:
-        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
-    ops.append({"op": "replace", "path": "/spec", "value": new["spec"]})
-    return ops
+        patch["metadata"] = {"resourceVersion": version}
+    return patch
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 application (used by tests and dry runs to preview a patch)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = apply_merge_patch(out.get(k), v)
+    return out
 
 
 def _condition(status: dict, kind: str) -> bool | None:
@@ -229,7 +257,7 @@ def apply_action(action: str, name: str, namespace: str, mode: str | None = None
             raise InvalidInputError("set needs --percent")
         kwargs["percent"] = percent
     desired = ACTIONS[action](current, **kwargs)
-    patched = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, json_patch(current, desired))
+    patched = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, merge_patch(current, desired))
     log.info("canary %s applied to %s/%s", action, namespace, name)
     return patched
 

@@ -85,6 +85,81 @@ def ensure_tools(names: Iterable[str] = tuple(TOOLS)) -> dict[str, Path]:
     return paths
 
 
+# ---------------------------------------------------------------- control plane binaries
+
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# (module, version, main package)
+ETCD = ("go.etcd.io/etcd/server/v3", "v3.6.4", "go.etcd.io/etcd/server/v3")  # etcd of Kubernetes 1.34
+KWOK = ("sigs.k8s.io/kwok", "v0.7.0", "sigs.k8s.io/kwok/cmd/kwok")
+
+
+def _wrapper_go_mod(version: str) -> str:
+    """A module requiring k8s.io/kubernetes whose staging modules resolve to their published tags.
+
+    k8s.io/kubernetes replaces its staging modules with ./staging paths, which only apply inside
+    its own repository; a dependent module must pin each one to the matching v0.x release.
+    """
+    k8s_go_mod = (_k8s_module_dir(version) / "go.mod").read_text()
+    staging = sorted({line.split()[0] for line in k8s_go_mod.splitlines() if "=> ./staging/" in line})
+    minor = version.lstrip("v").split(".", 1)[1]
+    replaces = "\n".join(f"\t{m} => {m} v0.{minor}" for m in staging)
+    return (f"module rtml.local/k8sbins\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes {version}\n\n"
+            f"replace (\n{replaces}\n)\n")
+
+
+def _version_ldflags(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pairs = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
+             "buildDate": "1970-01-01T00:00:00Z"}
+    return " ".join(f"-X {pkg}.{k}={v}" for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+                    for k, v in pairs.items())
+
+
+def _build_module_command(module: tuple[str, str, str], out: Path, env: dict) -> None:
+    """Build a module's main package through a wrapper module.
+
+    ``go install path@version`` refuses modules whose go.mod has replace directives (etcd's does);
+    requiring them from a throwaway main module sidesteps that and uses their published siblings.
+    """
+    path, version, package = module
+    build = CACHE_DIR / "build" / out.name
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "go.mod").write_text(f"module rtml.local/{out.name}bin\n\ngo 1.24.0\n\nrequire {path} {version}\n")
+    (build / "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n')
+    for args in (["go", "mod", "tidy", "-e"], ["go", "build", "-trimpath", "-o", str(out), package]):
+        proc = subprocess.run(args, cwd=build, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolError(f"{' '.join(args[:3])} for {path}@{version} failed: {proc.stderr[-3000:]}")
+
+
+def ensure_control_plane(version: str = KUBERNETES_VERSION) -> dict[str, Path]:
+    """Build kube-apiserver/-controller-manager/-scheduler, etcd and kwok into the cache (once)."""
+    if not go_available():
+        raise ToolError("`go` is not on PATH: cannot build the control plane")
+    out = CACHE_DIR / "k8s" / version
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in (*CONTROL_PLANE, "etcd", "kwok")}
+    env = _go_env()
+    missing = [n for n in CONTROL_PLANE if not paths[n].exists()]
+    if missing:
+        build = CACHE_DIR / "k8s-build"
+        build.mkdir(parents=True, exist_ok=True)
+        (build / "go.mod").write_text(_wrapper_go_mod(version))
+        (build / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\n"
+            + "".join(f'import _ "k8s.io/kubernetes/cmd/{n}"\n' for n in CONTROL_PLANE))
+        for args in (["go", "mod", "tidy", "-e"],
+                     *(["go", "build", "-trimpath", "-ldflags", _version_ldflags(version), "-o", str(paths[n]),
+                        f"k8s.io/kubernetes/cmd/{n}"] for n in missing)):
+            proc = subprocess.run(args, cwd=build, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ToolError(f"{' '.join(args[:3])} failed: {proc.stderr[-3000:]}")
+    for name, module in (("etcd", ETCD), ("kwok", KWOK)):
+        if not paths[name].exists():
+            _build_module_command(module, paths[name], env)
+    return paths
+
+
 # ---------------------------------------------------------------- schema conversion
 
 

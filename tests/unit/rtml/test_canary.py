@@ -99,11 +99,16 @@ def test_standard_set_checks_total_and_names():
         canary.promote(standard_isvc())
 
 
-def test_json_patch_guards_resource_version():
+def test_merge_patch_is_minimal_and_guards_resource_version():
     old = knative_isvc(10)
-    ops = canary.json_patch(old, canary.promote(old))
-    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
-    assert ops[1]["op"] == "replace" and "canaryTrafficPercent" not in ops[1]["value"]["predictor"]
+    patch = canary.merge_patch(old, canary.promote(old))
+    assert patch == {"metadata": {"resourceVersion": "42"}, "spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert canary.merge_patch(old, canary.rollback(old))["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
+    isvc = standard_isvc(("challenger", 20))
+    promoted = canary.promote(isvc)
+    patch = canary.merge_patch(isvc, promoted)
+    assert patch["spec"]["canary"] is None and "metadata" not in patch
+    assert canary.apply_merge_patch(isvc, patch)["spec"] == promoted["spec"]
 
 
 def test_status_summary_knative():
@@ -183,7 +188,7 @@ def test_missing_latency_data_does_not_block_promotion():
 # ------------------------------------------------------------ CLI and cluster edge
 
 class FakeCustomObjects:
-    """In-memory stand-in for kubernetes.client.CustomObjectsApi: applies RFC 6902 test/replace on /spec."""
+    """In-memory stand-in for kubernetes.client.CustomObjectsApi: applies merge patches with the version check."""
 
     def __init__(self, obj):
         self.obj = copy.deepcopy(obj)
@@ -195,11 +200,8 @@ class FakeCustomObjects:
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.patches.append(body)
-        for op in body:
-            if op["op"] == "test":
-                assert self.obj["metadata"]["resourceVersion"] == op["value"]
-            else:
-                self.obj["spec"] = op["value"]
+        assert body["metadata"]["resourceVersion"] == self.obj["metadata"]["resourceVersion"]
+        self.obj = canary.apply_merge_patch(self.obj, body)
         self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
         return copy.deepcopy(self.obj)
 
