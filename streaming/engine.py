@@ -48,6 +48,8 @@ class FeatureEngine:
         self.sources = {s.name: s for s in sources}
         self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
         self._dirty: dict[str, set[int]] = {a.feature_view: set() for a in aggregations}
+        self._known_at: dict[str, dict[int, float]] = {a.feature_view: {} for a in aggregations}  # latest label arrival
+        self._written_at: dict[str, dict[int, float]] = {a.feature_view: {} for a in aggregations}  # last online stamp
         self._horizon = {a.feature_view: a.horizon.total_seconds() + grace_s for a in aggregations}
         self._routes: dict[str, list[_Route]] = defaultdict(list)
         for agg in aggregations:
@@ -96,6 +98,9 @@ class FeatureEngine:
                 st.maybe_prune(r.horizon)
             elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
                 continue
+            else:
+                known = self._known_at[r.view]
+                known[entity_id] = max(known.get(entity_id, 0.0), raw[EVENT_TIMESTAMP])
             r.dirty.add(entity_id)
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY:
@@ -114,13 +119,19 @@ class FeatureEngine:
             if not dirty:
                 continue
             states, values = self.state[agg.feature_view], plan_for(agg).values
+            known, written = self._known_at[agg.feature_view], self._written_at[agg.feature_view]
             rows = []
             for entity_id in dirty:
                 st = states[entity_id]
                 t = st.last_event_time
                 if t is None:
                     continue  # labels for an entity whose events we have not seen yet
-                rows.append((entity_id, t, values(st, t)))
+                # Windows are evaluated at the last event time t, but the row is stamped with when
+                # its content was known (a later label) and strictly after the previous write:
+                # online stores such as Feast's Redis keep a row only if its timestamp is newer.
+                stamp = max(t, known.get(entity_id, t), written.get(entity_id, -1.0) + 0.001)
+                written[entity_id] = stamp
+                rows.append((entity_id, stamp, values(st, t)))
             dirty.clear()
             if rows:
                 out[agg.feature_view] = rows
