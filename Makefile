@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test test-unit test-integration lint compile clean stop bench
+.PHONY: install demo test test-unit test-k8s manifests serve compile clean stop
 
 $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
@@ -24,6 +24,15 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -q -ra tests/unit
+
+test-k8s: install
+	$(BIN)/python -m pytest -q -ra -m k8s tests/k8s tests/e2e/kind
+
+manifests: install
+	$(BIN)/python manifests/generate.py
+
+serve: install
+	$(BIN)/python -m inference --role all
 
 compile: install
 	$(BIN)/rtml compile

@@ -46,6 +46,13 @@ MISSING_ENTITIES = Counter(
     ["entity"],
     registry=registry,
 )
+SCORES = Histogram(
+    "rtml_inference_score",
+    "Predicted fraud probabilities, per serving model version (canary analysis compares their distributions).",
+    ["model", "model_version"],
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    registry=registry,
+)
 PREDICTION_LOG_DROPPED = Counter(
     "rtml_prediction_log_dropped_total",
     "Predictions not produced to Kafka (buffer full or broker failure).",

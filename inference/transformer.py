@@ -99,6 +99,9 @@ class FraudTransformer(V2Model):
         self._account_missing(cols, no_customer, no_terminal)
         probs, version = await self._score(x, payload.id)
         flags = probs >= self.threshold
+        score_hist = metrics.SCORES.labels(self.name, version)
+        for p in probs.tolist():
+            score_hist.observe(p)
         request_id = payload.id or str(uuid.uuid4())
         if self._log is not None:
             self._log.publish(self.name, version, request_id, cols, x, probs, flags)
