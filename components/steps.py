@@ -113,3 +113,23 @@ def batch_score_op(feast_home: str, offline_dir: str, registry_dir: str, model_n
     used = str(out["model_version"].iloc[0]) if len(out) else version
     print(f"scored {len(out)} transactions with {model_name} v{used}")
     return namedtuple("ScoreOutputs", ["rows", "version"])(len(out), used)
+
+
+@component
+def canary_analysis_op(prometheus_url: str, model_name: str, canary_version: str, champion_version: str, window: str,
+                       min_requests: int, max_error_rate: float, max_error_rate_increase: float, max_p99_ratio: float,
+                       p99_slack_seconds: float, max_score_psi: float, apply: bool, isvc_name: str, namespace: str,
+                       deployment_mode: str, canary_name: str, decision: Output[Artifact]) -> str:
+    """Canary vs champion in Prometheus (traffic, errors, p99, score PSI); with ``apply``, promote or roll back the ISVC."""
+    from components.canary_analysis import Thresholds, run_analysis
+
+    limits = Thresholds(min_requests=min_requests, max_error_rate=max_error_rate,
+                        max_error_rate_increase=max_error_rate_increase, max_p99_ratio=max_p99_ratio,
+                        p99_slack_seconds=p99_slack_seconds, max_score_psi=max_score_psi)
+    record = run_analysis(prometheus_url, model_name, canary_version, champion_version, window, limits,
+                          decision_path=decision.path, apply=apply, isvc_name=isvc_name, namespace=namespace,
+                          mode=deployment_mode or None, canary=canary_name or None)
+    decision.metadata.update(action=record["action"], applied=record["applied"])
+    print(f"canary analysis of {model_name} v{canary_version} vs v{champion_version}: {record['action']} "
+          f"({'; '.join(record['reasons'])}){' applied' if record['applied'] else ''}")
+    return record["action"]

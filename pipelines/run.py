@@ -10,12 +10,13 @@ from pathlib import Path
 from kfp import compiler
 
 from pipelines.batch_scoring import batch_scoring_pipeline
+from pipelines.canary import canary_pipeline
 from pipelines.training import training_pipeline
 from rtml_common.errors import InvalidInputError, RtmlError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
-PIPELINES = {"training": training_pipeline, "batch_scoring": batch_scoring_pipeline}
+PIPELINES = {"training": training_pipeline, "batch_scoring": batch_scoring_pipeline, "canary": canary_pipeline}
 
 
 class PipelineRunError(RtmlError):
