@@ -349,7 +349,7 @@ def produce_events(settings: KafkaSettings, events: Iterable[Event], rate: float
                 break
             if bucket is not None:
                 bucket.acquire()
-            producer.send(ev.topic, key=ev.key, value=json_bytes(ev.value))
+            producer.send(settings.topic(ev.topic), key=ev.key, value=json_bytes(ev.value))
             sent += 1
         producer.flush()
     finally:

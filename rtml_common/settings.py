@@ -33,6 +33,11 @@ class KafkaSettings(RtmlSettings):
     kafka_sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. SCRAM-SHA-512, when SASL is used.")
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (kept out of logs and reprs).")
+    topic_prefix: str = Field("", description="Prefix of every topic rtml reads or writes (one cluster, several environments).")
+
+    def topic(self, name: str) -> str:
+        """The cluster topic of a declared topic name."""
+        return self.topic_prefix + name
 
     def kafka_client_config(self) -> dict:
         """kafka-python keyword arguments for this cluster."""

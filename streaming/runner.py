@@ -62,7 +62,7 @@ class StreamRunner:
 
     def __init__(self, settings: StreamingSettings, store=None, write_listener: WriteListener | None = None):
         self.settings = settings
-        self.sources = {s.topic: s for s in SOURCES}
+        self.sources = {settings.topic(s.topic): s for s in SOURCES}
         self._decoders = {t: decoder_for(s) for t, s in self.sources.items()}
         ensure_topics(settings, list(self.sources) + [dlq_topic(t) for t in self.sources], partitions=settings.partitions)
         self.engine = FeatureEngine(grace_s=settings.grace_s)
@@ -78,6 +78,7 @@ class StreamRunner:
         self._last_flush = time.monotonic()
         self._last_online = 0.0
         self._last_lag = 0.0
+        self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
         self._uncommitted = False
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
 
@@ -128,9 +129,14 @@ class StreamRunner:
         t0 = time.perf_counter()
         n = 0
         apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
+        grace = self.settings.grace_s
         for tp, records in polled.items():
             source = self.sources[tp.topic]
-            decode, name = self._decoders[tp.topic], source.name
+            decode, name, time_field = self._decoders[tp.topic], source.name, source.event_time
+            # Stream time per partition (as Kafka Streams keeps it): producers write a key's
+            # events in order, so only an event older than the partition's latest minus the
+            # grace is late; it goes to the DLQ instead of silently rewriting closed windows.
+            watermark = self._watermarks.get(tp, float("-inf"))
             for rec in records:
                 stamps.append(rec.timestamp)
                 try:
@@ -142,7 +148,16 @@ class StreamRunner:
                     metrics.EVENTS_FILTERED.labels(tp.topic).inc()
                     self.stats.filtered += 1
                     continue
+                ts = event[time_field]
+                if ts < watermark - grace:
+                    self._dead_letter(source, rec, InvalidEvent(
+                        "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
+                                f"(grace {grace:.0f}s)"))
+                    continue
+                if ts > watermark:
+                    watermark = ts
                 apply(name, event, rows)
+            self._watermarks[tp] = watermark
             n += len(records)
             metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
         self.stats.consumed += n
@@ -161,8 +176,8 @@ class StreamRunner:
         return n
 
     def _dead_letter(self, source, rec, exc: InvalidEvent) -> None:
-        dead_letter(self.producer, source.topic, rec.value, rec.key, exc.reason)
-        metrics.EVENTS_DLQ.labels(source.topic, exc.category).inc()
+        dead_letter(self.producer, rec.topic, rec.value, rec.key, exc.reason)
+        metrics.EVENTS_DLQ.labels(rec.topic, exc.category).inc()
         self.stats.dead_lettered += 1
         self.stats.by_reason[exc.category] = self.stats.by_reason.get(exc.category, 0) + 1
 

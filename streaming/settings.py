@@ -22,7 +22,9 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
                                      "writes may take: writes are spaced so, and coalesce more entities each.")
     offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
-    grace_s: float = Field(0.0, description="Extra state kept beyond the longest window, for late events.")
+    grace_s: float = Field(
+        3600.0, description="How far behind its partition's stream time an event may arrive and still be applied; "
+        "later ones go to the DLQ with reason 'late'. State is kept this much beyond the longest window.")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     restore: bool = Field(True, description="Rebuild window state from the offline log at start-up.")
     check_crcs: bool = Field(

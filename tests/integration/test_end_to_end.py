@@ -28,7 +28,7 @@ def test_streamed_features_reach_v2_predictions(tmp_path, kafka_broker, unique):
         data[col] = data[col] + offset
     history, scored = data.iloc[:-20], data.iloc[-20:]
 
-    settings = StreamingSettings(home=tmp_path, kafka_bootstrap=kafka_broker.bootstrap, group_id=f"e2e-{unique}",
+    settings = StreamingSettings(home=tmp_path, kafka_bootstrap=kafka_broker.bootstrap, group_id=f"e2e-{unique}", topic_prefix=f"{unique}-",
                                  metrics_port=0, offline_flush_s=0.5)
     store = apply_definitions(settings)
     produce_events(settings, to_events(history))

@@ -18,7 +18,7 @@ def test_engine_converges_in_redis_online_store(tmp_path, kafka_broker, redis_se
     data = generate_transactions(n_customers=60, n_terminals=120, n_days=40, start_date="2018-05-01", radius=15.0, seed=21)
     for col in ("CUSTOMER_ID", "TERMINAL_ID", "TRANSACTION_ID"):
         data[col] = data[col] + 30_000_000  # entities no other test on the shared broker uses
-    settings = StreamingSettings(home=tmp_path, kafka_bootstrap=kafka_broker.bootstrap, group_id=f"redis-{unique}",
+    settings = StreamingSettings(home=tmp_path, kafka_bootstrap=kafka_broker.bootstrap, group_id=f"redis-{unique}", topic_prefix=f"{unique}-",
                                  metrics_port=0, offline_flush_s=0.5, redis_connection=redis_server.connection)
     assert settings.repo_config().online_store.type == "redis"
     store = apply_definitions(settings)
