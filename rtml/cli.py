@@ -113,6 +113,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from components.registry import LocalRegistry
+
+    settings = _settings(args)
+    registry = LocalRegistry(settings.registry_path)
+    name = args.name or settings.model_name
+    if args.action == "promote":
+        print(json.dumps(registry.promote(name, args.version), indent=2))
+    elif args.action == "rollback":
+        print(f"{name}: champion is now v{registry.rollback(name, args.version)}")
+    else:
+        stages = registry.stages(name)
+        for version in registry.versions(name):
+            metrics = registry.metadata(name, version).get("metrics", {})
+            print(f"{name} v{version:<4} {stages.get(version, '-'):<10} {json.dumps(metrics, default=str)[:120]}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.__main__ import main as serve_main
 
@@ -169,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "pipelines" / "compiled"))
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("models", help="the local model registry: list versions, promote one, roll back")
+    p.add_argument("action", choices=["list", "promote", "rollback"])
+    p.add_argument("--name", help="model name (default RTML_MODEL_NAME)")
+    p.add_argument("--version", help="promote: required; rollback: the version to return to (default: the previous champion)")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("serve", help="run the model server (python -m inference)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="flags passed to python -m inference")
