@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc-port", "--grpc_port", type=int, help="gRPC port, 0 = off (RTML_GRPC_PORT).")
     p.add_argument("--predictor-host", "--predictor_host", help="Remote predictor host:port, transformer role (RTML_PREDICTOR_HOST).")
     p.add_argument("--predictor-protocol", "--predictor_protocol", choices=["v2", "grpc-v2"], help="Remote predictor protocol (RTML_PREDICTOR_PROTOCOL).")
+    p.add_argument("--candidate-storage-uri", "--candidate_storage_uri", help="Canary candidate model version dir or URI (RTML_CANDIDATE_STORAGE_URI).")
+    p.add_argument("--candidate-predictor-host", "--candidate_predictor_host", help="Canary candidate's remote predictor host:port, transformer role (RTML_CANDIDATE_PREDICTOR_HOST).")
+    p.add_argument("--canary-percent", "--canary_percent", type=float, help="Percent of requests the candidate answers (RTML_CANARY_PERCENT).")
     p.add_argument("--max-request-bytes", "--max_request_bytes", type=int, help="Body/message limit, 413 above (RTML_MAX_REQUEST_BYTES).")
     args, ignored = p.parse_known_args(argv)
     if ignored:
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = {k: v for k, v in vars(args).items() if k != "role"}
     if args.role == "predictor":
-        overrides = {k: v for k, v in overrides.items() if not k.startswith("predictor_")}
+        overrides = {k: v for k, v in overrides.items() if not k.startswith(("predictor_", "candidate_", "canary_"))}
     serve(args.role, settings_for(args.role, **overrides))
 
 

@@ -16,7 +16,8 @@ class V2Model(Model):
 
     REST requests are counted and timed by the HTTP middleware (it sees every status, also
     rejections before the model); gRPC has no such hook in kserve's server, so gRPC requests
-    are counted here.
+    are counted here. Either way the ``model_version`` label is the version that answered
+    (``metrics.note_served_version``), which under a canary split is not always ``self.version``.
     """
 
     input_specs: list[TensorSpec] = []
@@ -37,6 +38,7 @@ class V2Model(Model):
             return await super().__call__(body, headers)
         start = time.perf_counter()
         status = "500"
+        served, token = metrics.open_version_slot()
         try:
             result = await super().__call__(body, headers)
             status = "200"
@@ -45,6 +47,7 @@ class V2Model(Model):
             status = "400"
             raise
         finally:
-            labels = (self.name, self.version, status)
+            metrics.close_version_slot(token)
+            labels = (self.name, served[-1] if served else self.version, status)
             metrics.REQUESTS.labels(*labels).inc()
             metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - start)

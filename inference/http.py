@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from kserve.errors import ModelNotReady
 
 from inference import metrics
+from inference.stream import STREAM_PATH, ScoreFanout, serve_stream
 from inference.v2json import error_status, parse_infer_request
 from rtml_common.errors import RtmlError
 
@@ -51,19 +52,31 @@ class V2HttpMiddleware:
     (counted under model="unknown" so that arbitrary paths cannot grow the label set).
     With a kserve ``dataplane``, JSON infer requests take the fast path: decoded here and
     handed to the same dataplane kserve's route calls, skipping FastAPI's pydantic round trips.
+    ``score_stream`` maps a model name to its score fan-out (None: the model has none) for
+    ``GET /v2/models/<name>/scores/stream``.
     """
 
-    def __init__(self, app, max_request_bytes: int, model_version: Callable[[str], str | None], dataplane=None):
+    def __init__(
+        self,
+        app,
+        max_request_bytes: int,
+        model_version: Callable[[str], str | None],
+        dataplane=None,
+        score_stream: Callable[[str], ScoreFanout | None] | None = None,
+    ):
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.model_version = model_version
         self.dataplane = dataplane
+        self.score_stream = score_stream or (lambda name: None)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] == "/metrics" and scope["method"] == "GET":
             return await _respond(send, 200, metrics.exposition(), b"text/plain; version=0.0.4; charset=utf-8")
+        if scope["method"] == "GET" and (stream := STREAM_PATH.match(scope["path"])):
+            return await self._stream(stream.group(1), receive, send)
         if not _is_infer(scope):
             return await self.app(scope, receive, send)
         start = time.perf_counter()
@@ -74,11 +87,15 @@ class V2HttpMiddleware:
                 status[0] = message["status"]
             await send(message)
 
+        served, token = metrics.open_version_slot()
         try:
             await self._infer(scope, receive, send_observed)
         finally:
+            metrics.close_version_slot(token)
             name = scope["path"][len(INFER_PREFIX):].split("/", 1)[0]
             version = self.model_version(name)
+            if version is not None and served:  # a canary split: the version that actually answered
+                version = served[-1]
             labels = (name, version, str(status[0])) if version is not None else ("unknown", "", str(status[0]))
             metrics.REQUESTS.labels(*labels).inc()
             metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - start)
@@ -143,6 +160,15 @@ class V2HttpMiddleware:
             return await _respond(send, 200, response, b"application/octet-stream", extra)
         await _respond(send, 200, orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY))
 
+    async def _stream(self, model_name: str, receive, send) -> None:
+        fanout = self.score_stream(model_name)
+        if fanout is None:
+            return await _respond(send, 404, orjson.dumps({"error": f"model {model_name!r} has no score stream on this server"}))
+        try:
+            await serve_stream(fanout, receive, send)
+        except RtmlError as e:  # raised before the response started (too many subscribers)
+            await _respond(send, e.http_status, orjson.dumps({"error": e.message}))
+
     async def _too_large(self, send, size: int, at_least: bool = False) -> None:
         what = f"more than {self.max_request_bytes}" if at_least else str(size)
         msg = f"request body of {what} bytes exceeds the limit of {self.max_request_bytes} bytes (RTML_MAX_REQUEST_BYTES)"
@@ -163,8 +189,16 @@ async def validation_error_handler(_, exc: RequestValidationError) -> JSONRespon
     return JSONResponse(status_code=400, content={"error": "invalid inference request: " + "; ".join(problems)})
 
 
-def install(app: FastAPI, max_request_bytes: int, model_version: Callable[[str], str | None], dataplane=None) -> None:
+def install(
+    app: FastAPI,
+    max_request_bytes: int,
+    model_version: Callable[[str], str | None],
+    dataplane=None,
+    score_stream: Callable[[str], ScoreFanout | None] | None = None,
+) -> None:
     """Add the middleware and handlers to kserve's app (before the server starts)."""
-    app.add_middleware(V2HttpMiddleware, max_request_bytes=max_request_bytes, model_version=model_version, dataplane=dataplane)
+    app.add_middleware(
+        V2HttpMiddleware, max_request_bytes=max_request_bytes, model_version=model_version, dataplane=dataplane, score_stream=score_stream
+    )
     app.add_exception_handler(RtmlError, rtml_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

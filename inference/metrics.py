@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from contextvars import ContextVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -36,14 +38,14 @@ FEATURE_FETCH_ROWS = Histogram(
 BATCH_SIZE = Histogram(
     "rtml_inference_batch_size",
     "Rows per model forward pass (requests are merged by the micro-batcher).",
-    ["model"],
+    ["model", "model_version"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     registry=registry,
 )
 MISSING_ENTITIES = Counter(
     "rtml_inference_missing_entities_total",
     "Entities scored with the model's default features because the online store had none for them.",
-    ["entity"],
+    ["entity", "model_version"],
     registry=registry,
 )
 SCORES = Histogram(
@@ -58,6 +60,42 @@ PREDICTION_LOG_DROPPED = Counter(
     "Predictions not produced to Kafka (buffer full or broker failure).",
     registry=registry,
 )
+
+SCORE_STREAM_SUBSCRIBERS = Gauge(
+    "rtml_score_stream_subscribers",
+    "Open server-sent-events score streams.",
+    ["model"],
+    registry=registry,
+)
+SCORE_STREAM_DROPPED = Counter(
+    "rtml_score_stream_dropped_total",
+    "Score events not delivered to a stream subscriber because its buffer was full (a slow reader).",
+    ["model"],
+    registry=registry,
+)
+
+# The version that served the current request: with a canary split it is known only after the
+# model chose, so the edge that counts the request (REST middleware, gRPC wrapper) opens a slot
+# and the model fills it. A mutable slot, not a bare value, so that it survives context copies.
+_served_version: ContextVar[list | None] = ContextVar("rtml_served_version", default=None)
+
+
+def open_version_slot():
+    """Start tracking the serving version of the current request; returns (slot, token for close_version_slot)."""
+    slot: list[str] = []
+    return slot, _served_version.set(slot)
+
+
+def close_version_slot(token) -> None:
+    """Stop tracking (restores the previous slot of this context)."""
+    _served_version.reset(token)
+
+
+def note_served_version(version: str) -> None:
+    """Record which model version answered the current request (no-op outside a slot)."""
+    slot = _served_version.get()
+    if slot is not None:
+        slot.append(version)
 
 
 def exposition() -> bytes:

@@ -24,27 +24,34 @@ log = logging.getLogger(__name__)
 
 
 def prediction_records(
-    model_name: str, model_version: str, request_id: str, cols: dict[str, np.ndarray], x: np.ndarray, probs: np.ndarray, flags: np.ndarray
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    cols: dict[str, np.ndarray],
+    x: np.ndarray,
+    probs: np.ndarray,
+    flags: np.ndarray,
+    with_features: bool = True,
 ) -> list[dict]:
-    """One JSON-ready record per row: the request, the model input vector and the decision."""
+    """One JSON-ready record per row: the request, the model input vector (``with_features``) and the decision."""
     now = time.time()
     records = []
     for i in range(len(probs)):
-        records.append(
-            {
-                "request_id": request_id,
-                "model_name": model_name,
-                "model_version": model_version,
-                "customer_id": int(cols["customer_id"][i]),
-                "terminal_id": int(cols["terminal_id"][i]),
-                "tx_amount": float(cols["tx_amount"][i]),
-                "tx_datetime": int(cols["tx_datetime"][i]),
-                "features": dict(zip(MODEL_INPUTS, x[i].tolist())),
-                "fraud_probability": float(probs[i]),
-                "is_fraud": bool(flags[i]),
-                "scored_at": now,
-            }
-        )
+        record = {
+            "request_id": request_id,
+            "model_name": model_name,
+            "model_version": model_version,
+            "customer_id": int(cols["customer_id"][i]),
+            "terminal_id": int(cols["terminal_id"][i]),
+            "tx_amount": float(cols["tx_amount"][i]),
+            "tx_datetime": int(cols["tx_datetime"][i]),
+            "fraud_probability": float(probs[i]),
+            "is_fraud": bool(flags[i]),
+            "scored_at": now,
+        }
+        if with_features:
+            record["features"] = dict(zip(MODEL_INPUTS, x[i].tolist()))
+        records.append(record)
     return records
 
 

@@ -71,7 +71,7 @@ class TorchPredictor(V2Model):
     async def score(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for ``rows``, merged with concurrent callers into one forward pass."""
         if self._batcher is None:  # created on first use: it needs the server's event loop
-            hist = metrics.BATCH_SIZE.labels(self.name)
+            hist = metrics.BATCH_SIZE.labels(self.name, self.version)
             self._batcher = MicroBatcher(
                 self._forward_async, self.settings.max_batch_size, self.settings.max_batch_wait_ms / 1000.0, hist.observe
             )

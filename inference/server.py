@@ -21,14 +21,20 @@ log = logging.getLogger("rtml.inference")
 
 
 def build_models(role: Role, settings) -> list:
-    """Load the models a role serves (all: the transformer, plus its predictor under <name><suffix>)."""
+    """Load the models a role serves (all: the transformer, plus its predictor under <name><suffix> and a
+    canary candidate, if any, under <name><suffix>-candidate)."""
     if role == "predictor":
         models = [TorchPredictor(settings.model_name, settings)]
     elif role == "transformer":
         models = [FraudTransformer(settings.model_name, settings)]
     else:
         predictor = TorchPredictor(settings.model_name + settings.predictor_suffix, settings)
-        models = [FraudTransformer(settings.model_name, settings, predictor=predictor), predictor]
+        candidate = None
+        if settings.candidate_storage_uri:
+            candidate_settings = settings.model_copy(update={"storage_uri": settings.candidate_storage_uri})
+            candidate = TorchPredictor(settings.model_name + settings.predictor_suffix + "-candidate", candidate_settings)
+        transformer = FraudTransformer(settings.model_name, settings, predictor=predictor, candidate=candidate)
+        models = [transformer, predictor] + ([candidate] if candidate is not None else [])
     for model in models:
         if not model.ready:
             model.load()
@@ -99,7 +105,10 @@ def serve(role: Role, settings) -> None:
         model = registry.get_model(name)
         return getattr(model, "version", "") if model is not None else None
 
-    http.install(kms.app, settings.max_request_bytes, version_of, server.dataplane)
+    def score_stream(name: str):
+        return getattr(registry.get_model(name), "scores", None)
+
+    http.install(kms.app, settings.max_request_bytes, version_of, server.dataplane, score_stream)
     _use_uvloop()
     log.warning(
         "rtml inference (%s) serving %s on http :%d grpc :%s",

@@ -78,6 +78,24 @@ class TransformerSettings(_ServerSettings, FeatureStoreSettings, KafkaSettings):
         description="Kafka topic every prediction is produced to; used only when RTML_KAFKA_BOOTSTRAP is set. Empty disables.",
     )
     prediction_log_queue: int = Field(10000, description="Predictions buffered for Kafka; beyond it they are dropped and counted.")
+    candidate_storage_uri: str = Field(
+        "",
+        description="Canary: the candidate model version (same URI forms as storage_uri); empty = no candidate. "
+        "On Kubernetes KServe splits the traffic instead and this stays empty.",
+    )
+    candidate_predictor_host: str = Field(
+        "", description="Canary, transformer role: host:port of the candidate's predictor (same protocol as the champion's)."
+    )
+    canary_percent: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Share of requests (whole requests, by a hash of the request id) the candidate answers, in percent.",
+    )
+    score_stream_queue: int = Field(
+        1000, ge=1, description="Score events buffered per stream subscriber; a slower reader loses events (counted)."
+    )
+    score_stream_max_subscribers: int = Field(64, ge=0, description="Most open score streams; more get 503.")
 
     @property
     def prediction_log_enabled(self) -> bool:

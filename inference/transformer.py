@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
-from kserve.inference_client import InferenceGRPCClient, InferenceRESTClient, RESTConfig
-from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from inference import metrics
-from inference.artifact import ModelMetadata, read_metadata, resolve_model_dir
+from inference.artifact import read_metadata, resolve_model_dir
 from inference.assembly import assemble, epoch_seconds
 from inference.base import V2Model
 from inference.features import OnlineFeatureReader
 from inference.prediction_log import PredictionLog
 from inference.predictor import TorchPredictor
+from inference.routing import CanarySplit, LocalRoute, RemoteRoute, Route
 from inference.settings import TransformerSettings
+from inference.stream import ScoreFanout
 from inference.tensors import BadRequest, TensorSpec, outputs, validate_inputs
-from rtml_common.errors import NotReadyError
+from rtml_common.errors import ConfigurationError, NotReadyError
 
 INPUT_SPECS = [
     TensorSpec("customer_id", ("INT64",), (-1,)),
@@ -36,48 +35,57 @@ class FraudTransformer(V2Model):
     """Scores card transactions: validates, reads online features, assembles, calls the predictor.
 
     The predictor is ``predictor`` (same process) when given, else the V2 server at
-    ``settings.predictor_host`` over REST or gRPC through one pooled client.
+    ``settings.predictor_host`` over REST or gRPC through one pooled client. With a candidate
+    (``candidate``, or ``settings.candidate_predictor_host``) each request goes to one of the
+    two by ``settings.canary_percent`` (``inference.routing``); ``version`` is the champion's.
+    Every scored row is also published to ``scores`` (the server-sent-events stream).
     """
 
     input_specs = INPUT_SPECS
     output_specs = OUTPUT_SPECS
 
-    def __init__(self, name: str, settings: TransformerSettings, predictor: TorchPredictor | None = None):
+    def __init__(
+        self, name: str, settings: TransformerSettings, predictor: TorchPredictor | None = None, candidate: TorchPredictor | None = None
+    ):
         super().__init__(name)
         self.settings = settings
         self.predictor = predictor
-        self.metadata: ModelMetadata | None = None
-        self.threshold = 0.5
-        self._defaults = np.zeros(0)
+        self.candidate = candidate
+        self.split: CanarySplit | None = None
+        self.scores = ScoreFanout(name, settings.score_stream_queue, settings.score_stream_max_subscribers)
         self._features: OnlineFeatureReader | None = None
         self._log: PredictionLog | None = None
-        self._rest: InferenceRESTClient | None = None
-        self._grpc: InferenceGRPCClient | None = None
-        self._predictor_name = settings.predictor_model_name or settings.model_name
 
     def load(self) -> bool:
-        """Read the model's metadata (defaults, threshold, version), open the store, the client, the log."""
+        """Resolve the champion (and candidate) routes, open the store and the log."""
         s = self.settings
-        if self.predictor is not None:
-            if not self.predictor.ready:
-                self.predictor.load()
-            self.metadata = self.predictor.metadata
-        else:
-            if not s.predictor_host:
-                raise NotReadyError("the transformer needs RTML_PREDICTOR_HOST, or a predictor in the same process")
-            model_dir = resolve_model_dir(s.storage_uri, home=s.home, model_name=s.model_name, model_registry_url=s.model_registry_url)
-            self.metadata = read_metadata(model_dir)
-        self.version = self.metadata.version
-        self.threshold = s.decision_threshold if s.decision_threshold is not None else self.metadata.threshold
-        self._defaults = np.asarray(self.metadata.default_vector(), dtype=np.float64)
+        champion = self._route(self.predictor, s.storage_uri, s.predictor_host, "RTML_PREDICTOR_HOST")
+        candidate = None
+        if self.candidate is not None or s.candidate_storage_uri:
+            candidate = self._route(self.candidate, s.candidate_storage_uri, s.candidate_predictor_host, "RTML_CANDIDATE_PREDICTOR_HOST")
+        self.split = CanarySplit(champion, candidate, s.canary_percent)
+        self.version = champion.version
         self._features = OnlineFeatureReader(s, s.feature_fetch_threads, s.max_fetch_batch_size)
         if s.prediction_log_enabled:
             self._log = PredictionLog(s, s.prediction_log_topic, s.prediction_log_queue)
         self.ready = True
         return self.ready
 
+    def _route(self, predictor: TorchPredictor | None, storage_uri: str, host: str, host_var: str) -> Route:
+        s = self.settings
+        if predictor is not None:
+            return LocalRoute(predictor, s.decision_threshold)
+        if not host:
+            raise NotReadyError(f"the transformer needs {host_var}, or the predictor in the same process (--role all)")
+        if not storage_uri and host_var != "RTML_PREDICTOR_HOST":
+            raise ConfigurationError(f"{host_var} needs RTML_CANDIDATE_STORAGE_URI: the candidate's defaults and threshold")
+        model_dir = resolve_model_dir(storage_uri, home=s.home, model_name=s.model_name, model_registry_url=s.model_registry_url)
+        name = s.predictor_model_name or s.model_name
+        return RemoteRoute(read_metadata(model_dir), host, s.predictor_protocol, name, s.predictor_timeout_s, s.decision_threshold)
+
     def stop(self) -> None:
-        """Close the store's threads and flush the prediction log."""
+        """End the score streams, close the store's threads and flush the prediction log."""
+        self.scores.close()
         if self._features is not None:
             self._features.close()
         if self._log is not None:
@@ -93,18 +101,20 @@ class FraudTransformer(V2Model):
             raise BadRequest(f"input 'tx_amount': amounts must not be negative (row {int(np.argmax(amount < 0))})")
         epoch = epoch_seconds(cols["tx_datetime"])
         cols["tx_datetime"] = epoch
+        route, request_id = self.split.choose(payload.id)
         keys = np.stack([cols["customer_id"], cols["terminal_id"]], axis=1)
         online = await self._features.fetch(keys)
-        x, no_customer, no_terminal = assemble(amount, epoch, online, self._defaults)
-        self._account_missing(cols, no_customer, no_terminal)
-        probs, version = await self._score(x, payload.id)
-        flags = probs >= self.threshold
+        x, no_customer, no_terminal = assemble(amount, epoch, online, route.defaults)
+        self._account_missing(cols, no_customer, no_terminal, route.version)
+        probs, version = await route.score(x, request_id)
+        metrics.note_served_version(version)
+        flags = probs >= route.threshold
         score_hist = metrics.SCORES.labels(self.name, version)
         for p in probs.tolist():
             score_hist.observe(p)
-        request_id = payload.id or str(uuid.uuid4())
         if self._log is not None:
             self._log.publish(self.name, version, request_id, cols, x, probs, flags)
+        self.scores.publish(self.name, version, request_id, cols, x, probs, flags)
         return InferResponse(
             response_id=request_id,
             model_name=self.name,
@@ -121,7 +131,7 @@ class FraudTransformer(V2Model):
             requested_outputs=payload.request_outputs,
         )
 
-    def _account_missing(self, cols: dict[str, np.ndarray], no_customer: np.ndarray, no_terminal: np.ndarray) -> None:
+    def _account_missing(self, cols: dict[str, np.ndarray], no_customer: np.ndarray, no_terminal: np.ndarray, version: str) -> None:
         n_cust, n_term = int(no_customer.sum()), int(no_terminal.sum())
         if not (n_cust or n_term):
             return
@@ -130,35 +140,6 @@ class FraudTransformer(V2Model):
             unknown += [f"terminal_id={t}" for t in cols["terminal_id"][no_terminal].tolist()]
             raise BadRequest(f"no online features for {', '.join(unknown[:20])}")
         if n_cust:
-            metrics.MISSING_ENTITIES.labels("customer").inc(n_cust)
+            metrics.MISSING_ENTITIES.labels("customer", version).inc(n_cust)
         if n_term:
-            metrics.MISSING_ENTITIES.labels("terminal").inc(n_term)
-
-    async def _score(self, x: np.ndarray, request_id: str | None) -> tuple[np.ndarray, str]:
-        if self.predictor is not None:
-            return await self.predictor.score(x), self.predictor.version
-        features = InferInput("features", list(x.shape), "FP32")
-        # JSON, not the binary extension: the predictor's REST fast path takes JSON (gRPC sends raw bytes anyway).
-        features.set_data_from_numpy(x, binary_data=self.settings.predictor_protocol == "grpc-v2")
-        request = InferRequest(self._predictor_name, [features], request_id=request_id or str(uuid.uuid4()))
-        try:
-            if self.settings.predictor_protocol == "grpc-v2":
-                response = await self._grpc_client().infer(request)
-            else:
-                response = await self._rest_client().infer(
-                    f"http://{self.settings.predictor_host}", model_name=self._predictor_name, data=request
-                )
-            out = response.get_output_by_name("fraud_probability")
-            return out.as_numpy().reshape(-1).astype(np.float32, copy=False), response.model_version or self.version
-        except Exception as e:
-            raise NotReadyError(f"predictor at {self.settings.predictor_host} failed: {type(e).__name__}: {e}") from e
-
-    def _rest_client(self) -> InferenceRESTClient:
-        if self._rest is None:  # one client, one connection pool, for the life of the server
-            self._rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=self.settings.predictor_timeout_s))
-        return self._rest
-
-    def _grpc_client(self) -> InferenceGRPCClient:
-        if self._grpc is None:
-            self._grpc = InferenceGRPCClient(self.settings.predictor_host, timeout=self.settings.predictor_timeout_s)
-        return self._grpc
+            metrics.MISSING_ENTITIES.labels("terminal", version).inc(n_term)
