@@ -75,9 +75,11 @@ def _histogram_quantile(samples: dict[str, float], metric: str, q: float) -> flo
     if not buckets or buckets[-1][1] == 0:
         return None
     target = q * buckets[-1][1]
+    finite = [le for le, _ in buckets if le != float("inf")]
     for le, count in buckets:
         if count >= target:
-            return le
+            # Past the largest finite bucket all Prometheus can say is "more than" it.
+            return le if le != float("inf") else f"> {finite[-1] if finite else 0}"
     return None
 
 
@@ -215,7 +217,7 @@ def _print_summary(s: dict) -> None:
         "",
         "=== rtml demo summary ===",
         f"events ingested          {s.get('events_ingested')} ({s.get('events_dead_lettered')} dead-lettered), {s.get('ingest_events_per_s')} events/s end to end",
-        f"feature freshness        p50 <= {s.get('feature_freshness_p50_s_le')} s, p99 <= {s.get('feature_freshness_p99_s_le')} s (Kafka timestamp to online write)",
+        f"feature freshness        p50 within {s.get('feature_freshness_p50_s_le')} s, p99 within {s.get('feature_freshness_p99_s_le')} s (Kafka timestamp to online write)",
         f"model                    {m.get('name')} v{m.get('version')}, trained in {m.get('train_seconds')} s",
         f"model metrics (test)     {m.get('metrics')}",
         f"live predictions         {p.get('predictions')} over V2 REST, {p.get('errors')} errors, p50 {p.get('latency_ms_p50')} ms, p99 {p.get('latency_ms_p99')} ms",
