@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages rtml's local runtime and tests need: a JDK and Maven (the Kafka broker is
-# started from Maven Central jars), Redis (Feast online store tests), Go (helm, kubeconform and
-# kustomize are built with `go install`). Installs only what is missing; needs root for apt.
+# started from Maven Central jars), Redis (Feast online store tests), Prometheus (canary analysis
+# tests), Go (helm, kubeconform and kustomize are built with `go install`). Installs only what is
+# missing; needs root for apt.
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -19,6 +21,9 @@ echo "installing system packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The Debian redis-server package starts a system service on 6379; rtml starts its own on free ports.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
-service redis-server stop >/dev/null 2>&1 || true
+# The Debian redis-server and prometheus packages start system services (6379, 9090 and the node
+# exporter on 9100); rtml starts its own on free ports.
+for svc in redis-server prometheus prometheus-node-exporter; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+  service "$svc" stop >/dev/null 2>&1 || true
+done
