@@ -82,7 +82,8 @@ def prom(tmp_path_factory):
     dirs = [make_model_dir(registry / "1", version="1"), make_model_dir(registry / "2", version="2"),
             shifted_model_dir(registry / "3", version="3")]
     logs = tmp_path_factory.mktemp("logs")
-    servers = [Server(home, logs / f"v{d.name}.log", "--role", "all", env={"RTML_STORAGE_URI": str(d), "RTML_SHUTDOWN_GRACE_S": "1"}) for d in dirs]
+    servers = [Server(home, logs / f"v{d.name}.log", "--role", "all",
+                      env={"RTML_STORAGE_URI": str(d), "RTML_SHUTDOWN_GRACE_S": "1"}) for d in dirs]
     prometheus = None
     try:
         for s in servers:
