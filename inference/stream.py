@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import threading
 
 import orjson
 
@@ -62,10 +64,11 @@ class Subscription:
 class ScoreFanout:
     """Publishes scored rows to every subscriber; all calls happen on the server's event loop."""
 
-    def __init__(self, model_name: str, capacity: int = 1000, max_subscribers: int = 64):
+    def __init__(self, model_name: str, capacity: int = 1000, max_subscribers: int = 64, end_on_signals: bool = False):
         self.model_name = model_name
         self.capacity = capacity
         self.max_subscribers = max_subscribers
+        self.end_on_signals = end_on_signals
         self._subscribers: set[Subscription] = set()
         self._gauge = metrics.SCORE_STREAM_SUBSCRIBERS.labels(model_name)
         self._dropped = metrics.SCORE_STREAM_DROPPED.labels(model_name)
@@ -79,6 +82,9 @@ class ScoreFanout:
             raise NotReadyError(
                 f"{len(self._subscribers)} score streams are open, the limit (RTML_SCORE_STREAM_MAX_SUBSCRIBERS); retry later"
             )
+        if self.end_on_signals:
+            self.end_on_signals = False
+            _chain_shutdown_signals(self.close)
         sub = Subscription(self.capacity)
         self._subscribers.add(sub)
         self._gauge.set(len(self._subscribers))
@@ -107,6 +113,31 @@ class ScoreFanout:
             sub.close()
         self._subscribers.clear()
         self._gauge.set(0)
+
+
+def _chain_shutdown_signals(callback) -> None:
+    """Run ``callback`` on the running loop at SIGTERM/SIGINT, then the handler that was there (uvicorn's).
+
+    uvicorn holds the signals while it serves and waits for open responses before the app (and
+    kserve's model.stop) hears of a shutdown: an endless stream would hold every SIGTERM for the
+    whole grace period and then be cut mid-chunk. Called from a request, hence after uvicorn
+    installed its handlers; uvicorn restores the originals when it exits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(callback)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+        signal.signal(sig, handler)
 
 
 async def _wait_disconnect(receive) -> None:

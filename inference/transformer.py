@@ -52,7 +52,7 @@ class FraudTransformer(V2Model):
         self.predictor = predictor
         self.candidate = candidate
         self.split: CanarySplit | None = None
-        self.scores = ScoreFanout(name, settings.score_stream_queue, settings.score_stream_max_subscribers)
+        self.scores = ScoreFanout(name, settings.score_stream_queue, settings.score_stream_max_subscribers, end_on_signals=True)
         self._features: OnlineFeatureReader | None = None
         self._log: PredictionLog | None = None
 

@@ -18,3 +18,11 @@ def test_each_role_gets_its_settings_class_with_overrides():
     t = settings_for("transformer", predictor_host="p:80", grpc_port=None)
     assert type(t) is TransformerSettings and t.predictor_host == "p:80" and t.grpc_port == 8081
     assert type(settings_for("all")) is ServingSettings and settings_for("all").predictor_suffix == "-predictor"
+
+
+def test_canary_flags_reach_the_settings_and_stay_off_the_predictor():
+    args = parse_args(["--candidate-storage-uri", "/m/2", "--canary-percent", "30", "--candidate_predictor_host", "c:80"])
+    assert (args.candidate_storage_uri, args.canary_percent, args.candidate_predictor_host) == ("/m/2", 30.0, "c:80")
+    s = settings_for("all", **{k: v for k, v in vars(args).items() if k != "role"})
+    assert (s.candidate_storage_uri, s.canary_percent) == ("/m/2", 30.0)
+    assert settings_for("transformer").canary_percent == 0.0 and settings_for("transformer").score_stream_queue == 1000
