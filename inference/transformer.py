@@ -61,7 +61,7 @@ class FraudTransformer(V2Model):
         s = self.settings
         champion = self._route(self.predictor, s.storage_uri, s.predictor_host, "RTML_PREDICTOR_HOST")
         candidate = None
-        if self.candidate is not None or s.candidate_storage_uri:
+        if self.candidate is not None or s.candidate_storage_uri or s.candidate_predictor_host:
             candidate = self._route(self.candidate, s.candidate_storage_uri, s.candidate_predictor_host, "RTML_CANDIDATE_PREDICTOR_HOST")
         self.split = CanarySplit(champion, candidate, s.canary_percent)
         self.version = champion.version
@@ -77,7 +77,7 @@ class FraudTransformer(V2Model):
             return LocalRoute(predictor, s.decision_threshold)
         if not host:
             raise NotReadyError(f"the transformer needs {host_var}, or the predictor in the same process (--role all)")
-        if not storage_uri and host_var != "RTML_PREDICTOR_HOST":
+        if not storage_uri and host_var != "RTML_PREDICTOR_HOST":  # the champion alone may default to the registry's latest
             raise ConfigurationError(f"{host_var} needs RTML_CANDIDATE_STORAGE_URI: the candidate's defaults and threshold")
         model_dir = resolve_model_dir(storage_uri, home=s.home, model_name=s.model_name, model_registry_url=s.model_registry_url)
         name = s.predictor_model_name or s.model_name
