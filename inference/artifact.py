@@ -64,13 +64,23 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
     return ModelMetadata.from_dict(raw, str(path))
 
 
+STAGES_FILE = "stages.json"
+
+
 def latest_version_dir(registry_root: Path, name: str) -> Path:
-    """The highest numbered version directory of ``name`` in a local registry."""
+    """The version of ``name`` to serve from a local registry: its champion (``stages.json``, written
+    by the training pipeline's register step), else the highest numbered version."""
     model_root = registry_root / name
     versions = [p for p in model_root.glob("*") if p.is_dir() and p.name.isdigit() and (p / METADATA_FILE).is_file()]
     if not versions:
         raise NotFoundError(f"no model version of {name!r} under {model_root}")
-    return max(versions, key=lambda p: int(p.name))
+    try:
+        stages = json.loads((model_root / STAGES_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        stages = {}
+    # A candidate that failed the quality gate must never be served just because it is newest.
+    champions = [p for p in versions if stages.get(p.name) == "champion"]
+    return max(champions or versions, key=lambda p: int(p.name))
 
 
 def resolve_model_dir(storage_uri: str, *, home: Path, model_name: str, model_registry_url: str = "") -> Path:

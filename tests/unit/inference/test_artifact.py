@@ -62,3 +62,14 @@ def test_prediction_log_only_when_kafka_is_configured(monkeypatch):
     assert not TransformerSettings().prediction_log_enabled
     assert TransformerSettings(kafka_bootstrap="127.0.0.1:1").prediction_log_enabled
     assert not TransformerSettings(kafka_bootstrap="127.0.0.1:1", prediction_log_topic="").prediction_log_enabled
+
+
+def test_the_champion_is_served_not_the_newest_candidate(tmp_path):
+    import json as _json
+
+    for v in ("1", "2", "3"):
+        d = tmp_path / "fraud-detector" / v
+        d.mkdir(parents=True)
+        (d / "metadata.json").write_text("{}")
+    (tmp_path / "fraud-detector" / "stages.json").write_text(_json.dumps({"1": "archived", "2": "champion", "3": "candidate"}))
+    assert latest_version_dir(tmp_path, "fraud-detector").name == "2"
