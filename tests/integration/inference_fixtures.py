@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 import torch
 
 from feature_repo.model_inputs import MODEL_INPUTS
+from rtml.local.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = {name: 0.0 for name in MODEL_INPUTS[3:]}
@@ -67,10 +67,6 @@ def reference_forward(model_dir: Path, rows) -> list[float]:
         return module(torch.tensor(rows, dtype=torch.float32)).tolist()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import yaml
 
 from .conftest import CHART, ROOT, run
 from rtml import k8s_tools
+from rtml.local.processes import free_port
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600),
               # the throwaway apiserver has a self-signed certificate
@@ -31,10 +31,6 @@ pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600),
 NS = "rtml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, what: str, timeout: float = 120.0, interval: float = 0.5):
