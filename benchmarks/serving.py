@@ -14,11 +14,13 @@ and same Feast SQLite online store (features written for ``--customers`` custome
 (c) the floor: Feast SDK read + torch forward in a tight loop in one process, no server.
 
 Per server path: maximum throughput with ``wrk`` (closed loop, ``--connections`` connections,
-``--duration`` s) with its p50/p99, then p50/p99 at fixed open-loop rates from an asyncio
-generator in another process (latency counted from each request's scheduled send time, so a
-server that falls behind is charged for the queue), and the peak RSS of every server process.
-Prints a table and writes ``benchmarks/results/serving.json`` (with the load average at start
-and end: the host is shared). Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``).
+``--duration`` s) with its p50/p99 and the servers' CPU ms per request, then p50/p99 at fixed
+open-loop rates from an asyncio generator in another process (latency counted from when a request
+is due, its wait for a free connection included, so a server that falls behind is charged for the
+queue it builds), and the peak RSS of every server process. Every path must give the same
+probability for the same transaction (checked). Prints a table and writes
+``benchmarks/results/serving.json`` (with the load average at start and end: the host is shared).
+Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``).
 """
 
 from __future__ import annotations
