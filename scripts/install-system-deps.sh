@@ -10,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # load generator of benchmarks/serving.py
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
