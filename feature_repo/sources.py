@@ -16,7 +16,7 @@ class FieldSpec:
     """One field of an event: its type, whether it is required, its allowed range and default."""
 
     name: str
-    type: str  # "int", "float", "timestamp" (ISO 8601 or epoch seconds), "str"
+    type: str  # "int", "float", "bool", "str", "timestamp" (ISO 8601 or epoch seconds), "object" (kept as JSON text)
     required: bool = True
     minimum: float | None = None
     maximum: float | None = None
@@ -80,4 +80,26 @@ FRAUD_LABELS = EventSource(
     log_time="label_datetime",
 )
 
-SOURCES: tuple[EventSource, ...] = (TRANSACTIONS, FRAUD_LABELS)
+PREDICTIONS = EventSource(
+    name="predictions",
+    topic="predictions",
+    fields=(
+        FieldSpec("request_id", "str"),
+        FieldSpec("model_name", "str"),
+        FieldSpec("model_version", "str"),
+        FieldSpec("customer_id", "int", minimum=0),
+        FieldSpec("terminal_id", "int", minimum=0),
+        FieldSpec("tx_amount", "float"),
+        FieldSpec("tx_datetime", "timestamp"),
+        FieldSpec("fraud_probability", "float", minimum=0.0, maximum=1.0),
+        FieldSpec("is_fraud", "bool"),
+        FieldSpec("scored_at", "timestamp"),
+        FieldSpec("features", "object", required=False),
+    ),
+    # The serving path's prediction log: landed in the offline store for monitoring and drift
+    # analysis (no aggregation reads it).
+    event_time="scored_at",
+    key_field="customer_id",
+)
+
+SOURCES: tuple[EventSource, ...] = (TRANSACTIONS, FRAUD_LABELS, PREDICTIONS)

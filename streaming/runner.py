@@ -87,7 +87,10 @@ class StreamRunner:
         """Rebuild window state from the raw events in the offline log (within the horizon)."""
         horizon = max(a.horizon for a in self.engine.aggregations) + pd.Timedelta(seconds=self.settings.grace_s)
         restored = 0
+        stateful = {inp.source for agg in self.engine.aggregations for inp in agg.inputs}
         for source in SOURCES:
+            if source.name not in stateful:
+                continue  # logged only (e.g. predictions): no window state to rebuild
             latest = read_table(self.settings.offline_path, source.name, key=None)
             if latest.empty:
                 continue

@@ -95,6 +95,17 @@ def _field_checker(spec: FieldSpec) -> Callable[[object], object]:
             if type(value) is not str:
                 raise InvalidEvent("type", f"field '{name}' must be a string, got {value!r}"[:200])
             return value
+    elif spec.type == "bool":
+        def check(value):
+            if type(value) is not bool:
+                raise InvalidEvent("type", f"field '{name}' must be true or false, got {value!r}"[:200])
+            return value
+    elif spec.type == "object":
+        def check(value):
+            # Kept as compact JSON text: one offline column, whatever the object's keys.
+            if type(value) is not dict:
+                raise InvalidEvent("type", f"field '{name}' must be a JSON object, got {type(value).__name__}")
+            return orjson.dumps(value).decode()
     else:
         raise ValueError(f"field '{name}' of a source declares unknown type {spec.type!r}")
     return check

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from feature_repo.batch_features import entity_features_at
+from feature_repo.offline_log import read_table
 from feature_repo.model_inputs import CUSTOMER_FEATURES, TERMINAL_FEATURES, calendar_features, fold_current_transaction
 from feature_repo.store import apply_definitions
 from rtml.simulator import generate_transactions, produce_events, to_events
@@ -35,8 +36,11 @@ def test_streamed_features_reach_v2_predictions(tmp_path, kafka_broker, unique):
     StreamRunner(settings, store=store).run(idle_timeout_s=3, max_seconds=240)
 
     model_dir = make_model_dir(tmp_path / "registry" / "fraud-detector" / "1", version="1")
+    # The server logs every prediction to Kafka; the engine lands them in the offline store.
     server = Server(tmp_path, tmp_path / "server.log", "--role", "all", "--model-name", "fraud-detector",
-                    "--storage-uri", str(model_dir)).wait_ready()
+                    "--storage-uri", str(model_dir),
+                    env={"RTML_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+                         "RTML_PREDICTION_LOG_TOPIC": settings.topic("predictions")}).wait_ready()
     try:
         client = httpclient.InferenceServerClient(server.url)
         n = len(scored)
@@ -68,3 +72,9 @@ def test_streamed_features_reach_v2_predictions(tmp_path, kafka_broker, unique):
     weekend, night = calendar_features(scored["TX_DATETIME"].astype("int64").to_numpy() // 10**9)
     rows = np.column_stack([amount, weekend, night, c, t]).astype(np.float32)
     np.testing.assert_allclose(got, reference_forward(model_dir, rows.tolist()), rtol=1e-4, atol=1e-6)
+
+    StreamRunner(settings, store=store).run(idle_timeout_s=3, max_seconds=120)
+    logged = read_table(settings.offline_path, "predictions")
+    assert len(logged) == n and set(logged["request_id"]) == {"e2e-1"}
+    np.testing.assert_allclose(np.sort(logged["fraud_probability"].to_numpy()), np.sort(got), rtol=1e-6)
+    assert sorted(logged["customer_id"]) == sorted(scored["CUSTOMER_ID"])

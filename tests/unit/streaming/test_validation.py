@@ -49,3 +49,17 @@ def test_label_out_of_range():
     with pytest.raises(InvalidEvent, match="tx_fraud"):
         decode_event(FRAUD_LABELS, enc({"transaction_id": 1, "tx_datetime": "2018-04-01T00:00:00Z", "customer_id": 1,
                                         "terminal_id": 2, "tx_fraud": 3}))
+
+
+def test_prediction_log_events_keep_features_as_json_and_check_booleans():
+    from feature_repo.sources import PREDICTIONS
+
+    good = {"request_id": "r1", "model_name": "fraud-detector", "model_version": "2", "customer_id": 1, "terminal_id": 2,
+            "tx_amount": 10.0, "tx_datetime": 1522541276, "fraud_probability": 0.25, "is_fraud": False,
+            "scored_at": 1700000000.5, "features": {"tx_amount": 10.0}}
+    ev = decode_event(PREDICTIONS, enc(good))
+    assert ev["features"] == '{"tx_amount":10.0}' and ev["is_fraud"] is False
+    with pytest.raises(InvalidEvent, match="is_fraud"):
+        decode_event(PREDICTIONS, enc({**good, "is_fraud": 1}))
+    with pytest.raises(InvalidEvent, match="fraud_probability"):
+        decode_event(PREDICTIONS, enc({**good, "fraud_probability": 1.5}))
