@@ -19,7 +19,7 @@ import pandas as pd
 
 from feature_repo.sources import FRAUD_LABELS, TRANSACTIONS
 from rtml_common.errors import InvalidInputError, NotFoundError
-from rtml_common.kafka import json_bytes, make_producer
+from rtml_common.kafka import entity_key, json_bytes, make_producer
 from rtml_common.settings import KafkaSettings
 
 TRANSACTIONS_TOPIC = TRANSACTIONS.topic
@@ -292,11 +292,11 @@ def to_events(df: pd.DataFrame, label_delay: timedelta = DEFAULT_LABEL_DELAY, al
             if k[i]:
                 value = {"transaction_id": int(tid[j]), "tx_datetime": str(tx_iso[i]), "customer_id": int(cust[j]),
                          "terminal_id": int(term[j]), "tx_amount": float(amount[j])}
-                yield Event(TRANSACTIONS_TOPIC, str(int(cust[j])).encode(), value, ev_py[i])
+                yield Event(TRANSACTIONS_TOPIC, entity_key(int(cust[j])), value, ev_py[i])
             else:
                 value = {"transaction_id": int(tid[j]), "tx_datetime": str(tx_iso[i]), "customer_id": int(cust[j]),
                          "terminal_id": int(term[j]), "tx_fraud": int(fraud[j]), "label_datetime": str(ev_iso[i])}
-                yield Event(LABELS_TOPIC, str(int(term[j])).encode(), value, ev_py[i])
+                yield Event(LABELS_TOPIC, entity_key(int(term[j])), value, ev_py[i])
 
 
 class TokenBucket:

@@ -36,8 +36,13 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**cfg)
 
 
-def make_consumer(settings: KafkaSettings, topics: Iterable[str], group_id: str | None, **overrides: Any) -> KafkaConsumer:
-    """A consumer with manual commits: the caller commits only after its writes are durable."""
+def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_id: str | None, listener: Any = None,
+                  **overrides: Any) -> KafkaConsumer:
+    """A consumer with manual commits: the caller commits only after its writes are durable.
+
+    ``topics`` None leaves it unsubscribed (for ``assign``); ``listener`` is a
+    ``kafka.ConsumerRebalanceListener`` that hears partitions revoked and assigned.
+    """
     cfg = dict(
         settings.kafka_client_config(),
         group_id=group_id,
@@ -48,12 +53,14 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str], group_id: str 
     )
     cfg.update(overrides)
     consumer = KafkaConsumer(**cfg)
-    consumer.subscribe(list(topics))
+    if topics is not None:
+        consumer.subscribe(list(topics), listener=listener)
     return consumer
 
 
 def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: int = 1, replication: int = 1, timeout_s: float = 30.0) -> None:
     """Create the topics that do not exist yet; waits for the cluster up to ``timeout_s``."""
+    topics = list(topics)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -73,6 +80,30 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: in
                 pass
     finally:
         admin.close()
+    # Creation is asynchronous: wait until every topic has its partitions in the cluster metadata.
+    wanted = set(topics)
+    while True:
+        ready = partition_counts(settings, wanted)
+        if set(ready) >= wanted:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topics {sorted(wanted - set(ready))} have no partitions after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def partition_counts(settings: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count of each existing topic among ``topics``."""
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    try:
+        return {d.get("name", d.get("topic")): len(d["partitions"]) for d in admin.describe_topics(list(topics)) if d.get("partitions")}
+    finally:
+        admin.close()
+
+
+def entity_key(value: Any) -> bytes:
+    """The record key of an entity id: its decimal text, as every rtml producer writes it, so that
+    Kafka's default partitioner puts an entity in the same partition number on every topic."""
+    return str(value).encode()
 
 
 def dead_letter(producer: KafkaProducer, topic: str, value: bytes | None, key: bytes | None, reason: str) -> None:

@@ -28,9 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runner = StreamRunner(settings)
-    if settings.restore:
-        runner.restore()
+    runner = StreamRunner(settings)  # state is rebuilt per assigned partition (streaming.restore)
     stats = runner.run(stop=stop, idle_timeout_s=args.idle_timeout)
     logging.getLogger("streaming").info("stopped: %s", stats)
 

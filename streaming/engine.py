@@ -12,9 +12,11 @@ datetimes is the writers' job, once per batch (``streaming.offline``, ``streamin
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Iterable
 
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
+from streaming.topology import Stream
 from streaming.windows import EntityState, FeaturePlan, plan_for
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -24,26 +26,32 @@ SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned w
 class _Route:
     """One (source, aggregation input) pair, compiled."""
 
-    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "plan", "states", "dirty", "horizon")
+    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "plan", "states", "dirty", "horizon",
+                 "known_field")
 
-    def __init__(self, agg: EntityAggregation, inp, states: dict, dirty: set, horizon: float):
+    def __init__(self, agg: EntityAggregation, inp, states: dict, dirty: set, horizon: float, known_field: str | None = None):
         self.view, self.join_key = agg.feature_view, agg.join_key
         self.is_event = inp.role == "event"
         self.time_field, self.id_field, self.value_field = inp.time_field, inp.id_field, inp.value_field
         self.plan: FeaturePlan = plan_for(agg)
         self.states, self.dirty, self.horizon = states, dirty, horizon
+        self.known_field = known_field  # when a label became known (its source's log time)
 
 
 class FeatureEngine:
     """Keeps window state per (aggregation, entity) and derives feature rows from events.
 
-    ``apply(source, event)`` updates state and returns offline rows for that event;
+    ``apply(stream, event)`` updates state and returns offline rows for that event;
     ``drain_online()`` returns the latest features of every entity touched since the last
     call (one row per entity, at the entity's latest event time), ready for the online store.
+
+    A stream is what the engine is fed: by default one per source, feeding every aggregation
+    and logging raw events; the Kafka runner passes its topology's streams instead
+    (``streaming.topology``), where a repartition stream feeds some aggregations and logs nothing.
     """
 
     def __init__(self, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
-                 sources: tuple[EventSource, ...] = SOURCES, grace_s: float = 0.0):
+                 sources: tuple[EventSource, ...] = SOURCES, grace_s: float = 0.0, streams: Iterable[Stream] | None = None):
         self.aggregations = aggregations
         self.sources = {s.name: s for s in sources}
         self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
@@ -51,13 +59,22 @@ class FeatureEngine:
         self._known_at: dict[str, dict[int, float]] = {a.feature_view: {} for a in aggregations}  # latest label arrival
         self._written_at: dict[str, dict[int, float]] = {a.feature_view: {} for a in aggregations}  # last online stamp
         self._horizon = {a.feature_view: a.horizon.total_seconds() + grace_s for a in aggregations}
+        if streams is None:
+            streams = [Stream(s.name, s.topic, s, tuple(a.feature_view for a in aggregations), is_source=True) for s in sources]
         self._routes: dict[str, list[_Route]] = defaultdict(list)
-        for agg in aggregations:
-            for inp in agg.inputs:
-                self._routes[inp.source].append(
-                    _Route(agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view]))
-        # Raw-log row recipe per source: which field gives the row's event_timestamp.
-        self._log_time = {s.name: (s.log_time, s.event_time) for s in sources}
+        # Raw-log recipe per stream: (table, log time field, event time field), None when it logs nothing.
+        self._raw_log: dict[str, tuple[str, str | None, str] | None] = {}
+        for stream in streams:
+            src = stream.source
+            self._raw_log[stream.name] = (src.name, src.log_time, src.event_time) if stream.is_source else None
+            for agg in aggregations:
+                if agg.feature_view not in stream.views:
+                    continue
+                for inp in agg.inputs:
+                    if inp.source == src.name:
+                        self._routes[stream.name].append(_Route(
+                            agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view],
+                            src.log_time))
         self._since_sweep = 0
 
     def timestamp_columns(self, table: str) -> tuple[str, ...]:
@@ -66,19 +83,22 @@ class FeatureEngine:
         fields = tuple(f.name for f in spec.fields if f.type == "timestamp") if spec else ()
         return fields + (EVENT_TIMESTAMP,)
 
-    def apply(self, source: str, event: dict, out: dict[str, list] | None = None) -> dict[str, list[dict]]:
+    def apply(self, stream: str, event: dict, out: dict[str, list] | None = None) -> dict[str, list[dict]]:
         """Fold one validated event into state; appends its offline rows to ``out`` (by table) and returns it."""
         if out is None:
             out = {}
-        log_time, event_time = self._log_time[source]
-        raw = dict(event)
-        # Labels are logged at the time they became known, so training can tell what was known when.
-        raw[EVENT_TIMESTAMP] = (event.get(log_time) or event[event_time]) if log_time else event[event_time]
-        rows = out.get(source)
-        if rows is None:
-            rows = out[source] = []
-        rows.append(raw)
-        for r in self._routes[source]:
+        raw_log = self._raw_log[stream]
+        known_time = None
+        if raw_log is not None:
+            table, log_time, event_time = raw_log
+            raw = dict(event)
+            # Labels are logged at the time they became known, so training can tell what was known when.
+            known_time = raw[EVENT_TIMESTAMP] = (event.get(log_time) or event[event_time]) if log_time else event[event_time]
+            rows = out.get(table)
+            if rows is None:
+                rows = out[table] = []
+            rows.append(raw)
+        for r in self._routes[stream]:
             entity_id = event[r.join_key]
             st = r.states.get(entity_id)
             if st is None:
@@ -99,8 +119,10 @@ class FeatureEngine:
             elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
                 continue
             else:
+                if known_time is None:
+                    known_time = (event.get(r.known_field) or ts) if r.known_field else ts
                 known = self._known_at[r.view]
-                known[entity_id] = max(known.get(entity_id, 0.0), raw[EVENT_TIMESTAMP])
+                known[entity_id] = max(known.get(entity_id, 0.0), known_time)
             r.dirty.add(entity_id)
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY:
@@ -156,6 +178,15 @@ class FeatureEngine:
             horizon = self._horizon[agg.feature_view]
             for st in self.state[agg.feature_view].values():
                 st.prune(horizon)
+
+    def reset(self) -> None:
+        """Forget all window state (partitions were revoked; ``streaming.restore`` rebuilds what is reassigned)."""
+        for view in self.state:
+            self.state[view].clear()
+            self._dirty[view].clear()
+            self._known_at[view].clear()
+            self._written_at[view].clear()
+        self._since_sweep = 0
 
     def entity_count(self) -> int:
         return sum(len(s) for s in self.state.values())

@@ -21,3 +21,12 @@ FRESHNESS_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge("rtml_stream_consumer_lag_records", "Records behind the log end, per partition.", ["topic", "partition"], registry=REGISTRY)
 ENTITIES = Gauge("rtml_stream_entities_in_state", "Entities with window state in this process.", registry=REGISTRY)
+RESTORED_RECORDS = Counter(
+    "rtml_stream_restored_records_total", "Records replayed from Kafka to rebuild the state of assigned partitions.",
+    registry=REGISTRY)
+RESTORE_SECONDS = Histogram(
+    "rtml_stream_restore_duration_seconds", "Time to rebuild state after an assignment.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
+REBALANCES = Counter("rtml_stream_rebalances_total", "Partition assignments this process received.", registry=REGISTRY)
+FORWARDED = Counter("rtml_stream_events_repartitioned_total", "Events re-keyed into a repartition topic.", ["topic"],
+                    registry=REGISTRY)

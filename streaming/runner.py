@@ -3,20 +3,29 @@
 Commit order (this is the at-least-once contract; see ``step`` and ``commit``):
   1. state   - every polled record is validated and folded into the in-memory window state
                (``FeatureEngine.apply``); replays are no-ops because state knows events by (id, event time);
-  2. online  - the latest features of every entity touched since the last write are written to
+  2. produce - rejected events go to ``<topic>.dlq``; accepted events of a source that feeds an
+               aggregation keyed differently are re-keyed into its repartition topic
+               (``streaming.topology``); both sends are asynchronous until step 5;
+  3. online  - the latest features of every entity touched since the last write are written to
                the Feast online store by the background writer (``streaming.online``): at most one
                write in flight, a new one once the last is done and ``online_flush_s`` has passed
                (spaced to ``online_write_share`` of the time while catching up), so an entity
                touched many times in between is written once. Writes are idempotent upserts, so
                they may run ahead of the commit;
-  3. offline - raw events and per-event feature rows are appended to the offline log, as new
+  4. offline - raw events and per-event feature rows are appended to the offline log, as new
                files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
-  4. produce - the dead-letter producer is flushed;
-  5. offsets - only then are consumer offsets committed.
+  5. flush   - the producer is flushed (dead letters and repartitioned events are durable);
+  6. offsets - only then are consumer offsets committed.
 A commit first drains every touched entity into a last online write and waits until the writer
-has stored it, so committed offsets never run ahead of the online store. A crash between 2 and
-5 replays at most one flush interval; state restored from the offline log plus id
-de-duplication makes the replay converge to the same online values.
+has stored it, so committed offsets never run ahead of the online store, the offline log or the
+repartition topics. A crash between 3 and 6 replays at most one flush interval: state rebuilt
+from Kafka up to the committed offsets (``streaming.restore``) plus id de-duplication makes the
+replay converge to the same online values (the offline log may hold a replayed row twice;
+its readers de-duplicate by event id).
+
+Rebalances: before partitions are revoked, everything is committed (steps 3-6) and the state
+dropped; newly assigned partitions get their state rebuilt from Kafka before their first record
+is processed.
 """
 
 from __future__ import annotations
@@ -26,18 +35,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import pandas as pd
-from kafka import TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import CommitFailedError
 
-from feature_repo.offline_log import read_table
+from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.sources import SOURCES
 from feature_repo.store import open_store
-from rtml_common.kafka import dead_letter, dlq_topic, ensure_topics, make_consumer, make_producer
+from rtml_common.kafka import (dead_letter, dlq_topic, ensure_topics, entity_key, make_consumer, make_producer,
+                               partition_counts)
 from streaming import metrics
 from streaming.engine import FeatureEngine
 from streaming.offline import EpochOfflineLog
 from streaming.online import OnlineWriter, WriteListener
+from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
+from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
 from streaming.validation import InvalidEvent, decoder_for
 
 log = logging.getLogger(__name__)
@@ -45,7 +58,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunStats:
-    consumed: int = 0
+    consumed: int = 0  # records of source topics
+    rekeyed: int = 0  # records of repartition topics
+    restored: int = 0
+    rebalances: int = 0
     dead_lettered: int = 0
     filtered: int = 0
     online_rows: int = 0
@@ -62,18 +78,16 @@ class StreamRunner:
 
     def __init__(self, settings: StreamingSettings, store=None, write_listener: WriteListener | None = None):
         self.settings = settings
-        self.sources = {settings.topic(s.topic): s for s in SOURCES}
-        self._decoders = {t: decoder_for(s) for t, s in self.sources.items()}
-        ensure_topics(settings, list(self.sources) + [dlq_topic(t) for t in self.sources], partitions=settings.partitions)
-        self.engine = FeatureEngine(grace_s=settings.grace_s)
+        self.topology = build_topology(SOURCES, AGGREGATIONS, settings.topic, settings.repartition)
+        self._decoders = {t: decoder_for(s.source) for t, s in self.topology.items()}
+        self._create_topics()
+        self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values())
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self._user_listener = write_listener
         self.writer = OnlineWriter(self.store, self.engine.aggregations, listener=self._on_online_write,
-                                   on_written=self._count_online_rows)
+                                   on_written=self._count_online_rows, mode=settings.online_writer)
         self.producer = make_producer(settings)
-        self.consumer = make_consumer(settings, list(self.sources), settings.group_id,
-                                      max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs)
         self.stats = RunStats()
         self._last_flush = time.monotonic()
         self._last_online = 0.0
@@ -81,31 +95,65 @@ class StreamRunner:
         self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
         self._uncommitted = False
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
+        # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
+        self.consumer = make_consumer(settings, list(self.topology), settings.group_id, listener=_Rebalance(self),
+                                      max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs,
+                                      partition_assignment_strategy=(RangePartitionAssignor,),
+                                      max_poll_interval_ms=int((settings.restore_timeout_s + 60) * 1000))
 
-    # -- start-up ---------------------------------------------------------------------------
-    def restore(self) -> int:
-        """Rebuild window state from the raw events in the offline log (within the horizon)."""
-        horizon = max(a.horizon for a in self.engine.aggregations) + pd.Timedelta(seconds=self.settings.grace_s)
-        restored = 0
-        stateful = {inp.source for agg in self.engine.aggregations for inp in agg.inputs}
-        for source in SOURCES:
-            if source.name not in stateful:
-                continue  # logged only (e.g. predictions): no window state to rebuild
-            latest = read_table(self.settings.offline_path, source.name, key=None)
-            if latest.empty:
-                continue
-            cutoff = latest["event_timestamp"].max() - horizon - pd.Timedelta(days=8)
-            df = latest[latest["event_timestamp"] >= cutoff].sort_values(source.event_time)
-            for rec in df.to_dict("records"):
-                for f in source.fields:
-                    if f.type == "timestamp" and rec.get(f.name) is not None and not pd.isna(rec[f.name]):
-                        rec[f.name] = pd.Timestamp(rec[f.name]).timestamp()
-                rec.pop("event_timestamp", None)
-                self.engine.apply(source.name, rec)
-                restored += 1
+    def _create_topics(self) -> None:
+        s = self.settings
+        sources = [t for t, st in self.topology.items() if st.is_source]
+        ensure_topics(s, sources + [dlq_topic(t) for t in sources], partitions=s.partitions)
+        counts = partition_counts(s, sources)
+        for topic, n in repartition_partitions(self.topology, counts, s.partitions).items():
+            ensure_topics(s, [topic], partitions=n)
+        check_copartitioned(self.topology, partition_counts(s, list(self.topology)))
+
+    # -- rebalances --------------------------------------------------------------------------
+    def on_revoked(self) -> None:
+        """Commit what was processed, then forget all state (the new assignment rebuilds its own)."""
+        if self._uncommitted:
+            try:
+                self.commit()
+            except CommitFailedError as exc:  # the group moved on already: the next owner replays from the last commit
+                log.warning("commit before rebalance failed, records since the last commit will be replayed: %s", exc)
+                self.writer.wait()
+                self._uncommitted = False
+        self.engine.reset()
+        self._watermarks.clear()
+        self._record_ts.clear()
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the state of the assigned partitions from Kafka before their first record is processed."""
+        self.stats.rebalances += 1
+        metrics.REBALANCES.inc()
+        if not self.settings.restore:
+            return
+        horizon_s = max(a.horizon.total_seconds() for a in self.engine.aggregations) + self.settings.grace_s + 86400
+        scratch: dict[str, list] = {}
+        restored = [0]
+
+        def fold(stream: Stream, partition: int, rec) -> None:
+            event = self._accept(stream, TopicPartition(rec.topic, partition), rec, restoring=True)
+            if event is not None:
+                self.engine.apply(stream.name, event, scratch)
+                restored[0] += 1
+                if restored[0] % 10_000 == 0:
+                    scratch.clear()  # offline rows were logged by whoever processed these records first
+
+        restore_consumer = make_consumer(self.settings, None, self.settings.group_id, check_crcs=self.settings.check_crcs)
+        try:
+            result = replay_partitions(restore_consumer, list(assigned), self.topology, fold, horizon_s,
+                                       self.settings.restore_timeout_s)
+        finally:
+            restore_consumer.close(autocommit=False)
         self.engine.drain_online_values()  # already in the online store
-        log.info("restored window state from %d logged events", restored)
-        return restored
+        self.stats.restored += result.records
+        metrics.RESTORED_RECORDS.inc(result.records)
+        metrics.RESTORE_SECONDS.observe(result.seconds)
+        log.info("assigned %d partitions; rebuilt state from %d records of %d partitions in %.1fs",
+                 len(assigned), result.records, result.partitions, result.seconds)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, idle_timeout_s: float | None = None,
@@ -132,38 +180,27 @@ class StreamRunner:
         t0 = time.perf_counter()
         n = 0
         apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
-        grace = self.settings.grace_s
         for tp, records in polled.items():
-            source = self.sources[tp.topic]
-            decode, name, time_field = self._decoders[tp.topic], source.name, source.event_time
-            # Stream time per partition (as Kafka Streams keeps it): producers write a key's
-            # events in order, so only an event older than the partition's latest minus the
-            # grace is late; it goes to the DLQ instead of silently rewriting closed windows.
-            watermark = self._watermarks.get(tp, float("-inf"))
+            stream = self.topology[tp.topic]
+            name, forwards = stream.name, stream.forwards
             for rec in records:
                 stamps.append(rec.timestamp)
-                try:
-                    event = decode(rec.value)
-                except InvalidEvent as exc:
-                    self._dead_letter(source, rec, exc)
-                    continue
+                event = self._accept(stream, tp, rec)
                 if event is None:
-                    metrics.EVENTS_FILTERED.labels(tp.topic).inc()
-                    self.stats.filtered += 1
                     continue
-                ts = event[time_field]
-                if ts < watermark - grace:
-                    self._dead_letter(source, rec, InvalidEvent(
-                        "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
-                                f"(grace {grace:.0f}s)"))
-                    continue
-                if ts > watermark:
-                    watermark = ts
+                for fwd in forwards:
+                    self.producer.send(fwd.topic, key=entity_key(event[fwd.key_field]), value=rec.value,
+                                       timestamp_ms=rec.timestamp)
                 apply(name, event, rows)
-            self._watermarks[tp] = watermark
             n += len(records)
+            if stream.is_source:
+                self.stats.consumed += len(records)
+            else:
+                self.stats.rekeyed += len(records)
             metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
-        self.stats.consumed += n
+            if forwards:
+                for fwd in forwards:
+                    metrics.FORWARDED.labels(fwd.topic).inc(len(records))
         if n:
             self._uncommitted = True
         now = time.monotonic()
@@ -178,7 +215,42 @@ class StreamRunner:
             self._record_lag()
         return n
 
-    def _dead_letter(self, source, rec, exc: InvalidEvent) -> None:
+    def _accept(self, stream: Stream, tp: TopicPartition, rec, restoring: bool = False) -> dict | None:
+        """The validated event of a record, or None when it is rejected (dead-lettered), filtered or late.
+
+        Only a source topic judges: a repartition topic carries events its source accepted. While
+        restoring, the same decisions are made again silently (they were acted on the first time).
+        """
+        try:
+            event = self._decoders[tp.topic](rec.value)
+        except InvalidEvent as exc:
+            if not restoring and stream.is_source:
+                self._dead_letter(rec, exc)
+            return None
+        if event is None:
+            if not restoring:
+                metrics.EVENTS_FILTERED.labels(tp.topic).inc()
+                self.stats.filtered += 1
+            return None
+        if not stream.is_source:
+            return event
+        # Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
+        # order, so only an event older than the partition's latest minus the grace is late; it
+        # goes to the DLQ instead of silently rewriting closed windows.
+        ts = event[stream.source.event_time]
+        watermark = self._watermarks.get(tp, float("-inf"))
+        grace = self.settings.grace_s
+        if ts < watermark - grace:
+            if not restoring:
+                self._dead_letter(rec, InvalidEvent(
+                    "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
+                            f"(grace {grace:.0f}s)"))
+            return None
+        if ts > watermark:
+            self._watermarks[tp] = ts
+        return event
+
+    def _dead_letter(self, rec, exc: InvalidEvent) -> None:
         dead_letter(self.producer, rec.topic, rec.value, rec.key, exc.reason)
         metrics.EVENTS_DLQ.labels(rec.topic, exc.category).inc()
         self.stats.dead_lettered += 1
@@ -222,7 +294,7 @@ class StreamRunner:
         self.writer.wait()
         metrics.OFFLINE_ROWS.inc(self.offline.flush())
         self.producer.flush()
-        self.consumer.commit()
+        self.consumer.commit()  # step 6: offsets last
         self._uncommitted = False
         self._last_flush = time.monotonic()
         self.stats.commits += 1
@@ -247,6 +319,19 @@ class StreamRunner:
             self.writer.close()
             self.consumer.close()
             self.producer.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Kafka's rebalance callbacks (called inside ``poll``), delegated to the runner."""
+
+    def __init__(self, runner: StreamRunner):
+        self.runner = runner
+
+    def on_partitions_revoked(self, revoked):
+        self.runner.on_revoked()
+
+    def on_partitions_assigned(self, assigned):
+        self.runner.on_assigned(list(assigned))
 
 
 __all__ = ["StreamRunner", "RunStats", "TopicPartition"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from feature_repo.store import FeatureStoreSettings
@@ -20,13 +22,26 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
     online_write_share: float = Field(
         0.5, gt=0, le=1, description="While catching up (polls come back full), the largest share of wall time online "
                                      "writes may take: writes are spaced so, and coalesce more entities each.")
+    online_writer: Literal["native", "feast"] = Field(
+        "native", description="How rows reach the online store: 'native' writes Feast's own SQLite/Redis layout directly "
+                              "(the same bytes, read unchanged by Feast; 4-5x cheaper per row), other store types "
+                              "fall back to Feast; 'feast' always goes through Feast's online_write_batch.")
     offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
     grace_s: float = Field(
         3600.0, description="How far behind its partition's stream time an event may arrive and still be applied; "
         "later ones go to the DLQ with reason 'late'. State is kept this much beyond the longest window.")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
-    restore: bool = Field(True, description="Rebuild window state from the offline log at start-up.")
+    restore: bool = Field(
+        True, description="Rebuild the window state of assigned partitions by replaying them from Kafka up to the "
+                          "group's committed offsets (at start-up and after every rebalance).")
+    restore_timeout_s: float = Field(
+        240.0, gt=0, description="Longest a state rebuild may take before the process stops with an error; the "
+                                 "consumer's max poll interval is set above it.")
+    repartition: bool = Field(
+        True, description="Re-key events into repartition topics for aggregations keyed differently from their source "
+                          "topic (terminal windows from customer-keyed transactions), so several engine processes can "
+                          "share the partitions. Off saves a hop per event, but then one process must own every partition.")
     check_crcs: bool = Field(
         False, description="Verify record CRCs on fetch (pure Python in kafka-python: about a third of the consume cost; "
                            "off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")

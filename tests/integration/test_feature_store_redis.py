@@ -27,3 +27,72 @@ def test_engine_converges_in_redis_online_store(tmp_path, kafka_broker, redis_se
     assert_converged(store, data)
     # The values really live in Redis: one hash per entity key.
     assert redis.Redis(host="127.0.0.1", port=redis_server.port).dbsize() >= data["CUSTOMER_ID"].nunique()
+
+
+def _redis_store(home, connection: str, key_ttl_seconds: int | None):
+    """A Feast Redis store of the repo's objects, with Feast's optional key TTL set."""
+    from feast import FeatureStore
+
+    from feature_repo.definitions import build_definitions
+    from feature_repo.store import FeatureStoreSettings
+
+    settings = FeatureStoreSettings(home=home, redis_connection=connection)
+    config = settings.repo_config()
+    config.online_store.key_ttl_seconds = key_ttl_seconds
+    settings.offline_path.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=config)
+    store.apply(build_definitions(settings.offline_path))
+    return store
+
+
+def _hashes(client: redis.Redis) -> dict:
+    return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
+
+
+@pytest.mark.parametrize("key_ttl_seconds", [None, 86_400])
+def test_native_writer_stores_feast_bytes_in_redis(tmp_path, redis_server, key_ttl_seconds):
+    """Raw hashes written natively equal those Feast's own online_write_batch writes; Feast reads them back."""
+    import time
+
+    from feature_repo.aggregations import AGGREGATIONS
+    from streaming.online import OnlineWriter
+    from streaming.windows import plan_for
+
+    dbs = {"feast": 1, "native": 2}
+    clients = {name: redis.Redis(host="127.0.0.1", port=redis_server.port, db=db) for name, db in dbs.items()}
+    for client in clients.values():
+        client.flushdb()
+    stores = {name: _redis_store(tmp_path / name, f"{redis_server.connection},db={db}", key_ttl_seconds) for name, db in dbs.items()}
+    writers = {"feast": OnlineWriter(stores["feast"], mode="feast"), "native": OnlineWriter(stores["native"])}
+    assert (writers["feast"].kind, writers["native"].kind) == ("feast", "native-redis")
+
+    def rows(agg, ids, t0, scale):
+        names = plan_for(agg).names
+        return [(i, t0 + i * 0.37, [(i * k * scale) % 50_000 if "_nb_tx_" in n else 0.1 * i * k * scale - 7.5
+                                    for k, n in enumerate(names)]) for i in ids]
+
+    t0 = time.time() - 3600 + 0.9999996  # recent (inside the views' TTL); a fraction that rounds up a second
+    try:
+        for ids, t, scale in [(range(1, 41), t0, 1), (list(range(30, 61)) + [5], t0 + 600, 3)]:  # then overwrites + new
+            for writer in writers.values():
+                assert writer.write_now({agg.feature_view: rows(agg, ids, t, scale) for agg in AGGREGATIONS}) == 2 * len(ids)
+            native, feast = _hashes(clients["native"]), _hashes(clients["feast"])
+            assert len(native) == 2 * (60 if scale == 3 else 40)  # one hash per entity key (customer and terminal ids)
+            assert native == feast
+        for key in native:
+            ttl = [clients[name].ttl(key) for name in dbs]
+            assert all(0 < s <= key_ttl_seconds for s in ttl) if key_ttl_seconds else ttl == [-1, -1]
+
+        for agg in AGGREGATIONS:
+            names = plan_for(agg).names
+            ids = [1, 5, 29, 30, 60, 12345]
+            got = {name: s.get_online_features(features=[f"{agg.feature_view}:{n}" for n in names],
+                                               entity_rows=[{agg.join_key: i} for i in ids]).to_dict() for name, s in stores.items()}
+            assert got["native"] == got["feast"]
+            newest = {i: v for i, _, v in rows(agg, range(1, 30), t0, 1) + rows(agg, list(range(30, 61)) + [5], t0 + 600, 3)}
+            for k, n in enumerate(names):
+                for i, value in zip(ids, got["native"][n]):
+                    assert value == (pytest.approx(newest[i][k], rel=1e-6, abs=1e-6) if i in newest else None), (n, i)
+    finally:
+        for writer in writers.values():
+            writer.close()

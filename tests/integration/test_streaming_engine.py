@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from feature_repo.batch_features import entity_features_at
+from feature_repo.sources import SOURCES
 from feature_repo.model_inputs import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from feature_repo.store import apply_definitions
 from rtml.simulator import generate_transactions, produce_events, to_events
@@ -116,11 +117,13 @@ def test_kill_9_and_restart_loses_nothing_and_counts_nothing_twice(tmp_path, kaf
 
 
 def committed_total(settings, group) -> int:
+    """Committed offsets of the group summed over the source topics (repartition topics excluded)."""
     from kafka import KafkaAdminClient
 
+    sources = {settings.topic(s.topic) for s in SOURCES}
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
-        return sum(o.offset for o in offsets.values() if o.offset > 0)
+        return sum(o.offset for tp, o in offsets.items() if o.offset > 0 and tp.topic in sources)
     finally:
         admin.close()

@@ -1,0 +1,341 @@
+"""Native online-store writers: Feast's own storage layout, without Feast's per-value overhead.
+
+Feast's ``online_write_batch`` costs about 200 µs per entity row on SQLite (one ``execute`` per
+feature value, a protobuf message per value, the entity key serialized anew for every row).
+The writers here store the very same bytes, laid out as Feast's ``SqliteOnlineStore`` and
+``RedisOnlineStore`` lay them out, so Feast's readers (``get_online_features``) read them
+unchanged:
+
+* values: ``feast.types.Value`` protobuf messages, hand-encoded for the scalar types the
+  engine writes (a oneof member is always on the wire, even when zero) and built with
+  protobuf for every other type;
+* entity keys: Feast's ``serialize_entity_key`` layout (see ``entity_key_serializer``);
+* SQLite: one ``executemany`` per batch (a multi-row upsert per entity) in one transaction, on
+  Feast's own connection;
+* Redis: one pipeline of ``HSET`` per batch (plus ``EXPIRE`` when Feast's config sets a key TTL).
+
+Unlike Feast's default Redis path there is no read of the stored timestamp before a write: the
+engine stamps each entity's rows strictly increasing in time (``FeatureEngine.drain_online_values``).
+The one difference it leaves: after a restart, rows replayed from the last Kafka commit are
+written again (with their original, older stamps) where Feast would skip them, until the replay
+catches up; Feast's SQLite path overwrites unconditionally too.
+Stores or options these writers do not reproduce byte for byte make ``native_writer`` return
+``None``, and the caller keeps Feast's provider path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name, extract_text_and_num
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE
+from feast.value_type import ValueType
+
+from rtml_common.errors import ConfigurationError
+
+Rows = list[tuple[int, float, list]]  # (entity id, event time in epoch seconds, feature values in plan order)
+Codec = Callable[[object], tuple[bytes, str | None]]  # python value -> (Value proto bytes, Feast's SQLite value_text)
+BytesCodec = Callable[[object], bytes]  # python value -> Value proto bytes
+
+KEY_CACHE_MAX = 1 << 20  # entity keys cached per view where Feast serializes them; starts over beyond (bounded memory)
+_UTC = timezone.utc
+_U64 = (1 << 64) - 1
+
+
+def _tag(field: str, wire_type: int) -> int:
+    return ValueProto.DESCRIPTOR.fields_by_name[field].number << 3 | wire_type
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of ``n`` >= 0; unrolled up to 5 bytes (timestamps, nanos, counts)."""
+    if n < 1 << 14:
+        return bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 1 << 21:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if n < 1 << 28:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    if n < 1 << 35:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28))
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _varint_codec(field: str, bits: int, text: bool) -> Codec | BytesCodec:
+    """``int64_val``/``int32_val``: a varint, negatives as their 64-bit two's complement (10 bytes)."""
+    tag = bytes([_tag(field, 0)])
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    small = [(tag + _varint(i), str(i)) if text else tag + _varint(i) for i in range(1 << 14)]  # counts: a lookup
+
+    def codec(x):
+        i = int(x)
+        if 0 <= i < 16384:
+            return small[i]
+        if not lo <= i <= hi:
+            raise ValueError(f"Value out of range: {i}")  # what protobuf raises
+        return (tag + _varint(i & _U64), str(i)) if text else tag + _varint(i & _U64)
+
+    return codec
+
+
+def _fixed_codec(field: str, fmt: str, text: bool) -> Codec | BytesCodec:
+    """``float_val``/``double_val``: little-endian IEEE value after its tag; value_text is ``str`` of the
+    stored value (for float32 that is the double nearest the rounded float, as protobuf reads it back)."""
+    pack, unpack_from = struct.Struct("<B" + fmt).pack, struct.Struct("<" + fmt).unpack_from
+    tag, inf = _tag(field, 5 if fmt == "f" else 1), float("inf")
+
+    def to_bytes(x) -> bytes:
+        v = float(x)  # Feast's conversion too
+        try:
+            return pack(tag, v)
+        except OverflowError:  # finite double beyond float32: protobuf's C cast stores +-inf
+            return pack(tag, v * inf)
+
+    def with_text(x) -> tuple[bytes, str]:
+        b = to_bytes(x)
+        return b, str(unpack_from(b, 1)[0])
+
+    return with_text if text else to_bytes
+
+
+def _proto_codec(value_type: ValueType, what: str, text: bool) -> Codec | BytesCodec:
+    """Any other scalar type: Feast's own conversion, serialized by protobuf (slower, still exact)."""
+    try:
+        field, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[value_type]
+    except KeyError:
+        raise ConfigurationError(f"{what} has type {value_type.name}, which the streaming engine cannot write") from None
+
+    def codec(x):
+        val = ValueProto(**{field: convert(x)})
+        return (val.SerializeToString(), extract_text_and_num(val, False)[0]) if text else val.SerializeToString()
+
+    return codec
+
+
+def value_codec(value_type: ValueType, what: str = "value", text: bool = True) -> Codec | BytesCodec:
+    """The encoder of one feature type: python value -> serialized ``Value`` proto, paired with
+    Feast's SQLite ``value_text`` of it when ``text`` (Redis stores no text)."""
+    if value_type == ValueType.FLOAT:
+        return _fixed_codec("float_val", "f", text)
+    if value_type == ValueType.DOUBLE:
+        return _fixed_codec("double_val", "d", text)
+    if value_type == ValueType.INT64:
+        # Feast converts with int(x) too (it special-cases pandas Timestamps, which the engine never writes).
+        return _varint_codec("int64_val", 64, text)
+    if value_type == ValueType.INT32:
+        return _varint_codec("int32_val", 32, text)
+    return _proto_codec(value_type, what, text)
+
+
+def split_time(t: float) -> tuple[int, int]:
+    """(seconds, microseconds) of epoch time ``t`` exactly as ``datetime.fromtimestamp`` rounds it:
+    CPython splits with modf and rounds the fraction's microseconds half to even, carrying into seconds."""
+    s = int(t)
+    us = round((t - s) * 1e6)
+    if us >= 1_000_000:
+        return s + 1, us - 1_000_000
+    if us < 0:
+        return s - 1, us + 1_000_000
+    return s, us
+
+
+def timestamp_proto_bytes(t: float) -> bytes:
+    """``google.protobuf.Timestamp`` bytes of epoch time ``t``, as Feast's Redis store serializes
+    ``Timestamp.FromDatetime(datetime.fromtimestamp(t, timezone.utc))`` (zero fields are not on the wire)."""
+    seconds, micros = split_time(t)
+    out = b"\x08" + _varint(seconds & _U64) if seconds else b""
+    if micros:
+        out += b"\x10" + _varint(micros * 1000)
+    return out
+
+
+def sqlite_event_ts() -> Callable[[float], object]:
+    """What Feast's SQLite store puts in ``event_ts`` for epoch time ``t``: its naive UTC datetime through
+    the ``datetime`` adapter registered with ``sqlite3``. Feast registers epoch seconds,
+    ``int(naive.timestamp())``, which reads the naive time as local time; with the local zone UTC that
+    is the whole seconds, computed here without building a datetime (checked against the adapter)."""
+    from feast.infra.online_stores import sqlite as feast_sqlite  # imported with the SQLite store: registers the adapters
+
+    adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol))
+
+    def exact(t: float):
+        naive = datetime.fromtimestamp(t, tz=_UTC).replace(tzinfo=None)
+        return adapt(naive) if adapt is not None else naive
+
+    if adapt is not feast_sqlite.adapt_datetime_epoch or time.timezone or time.altzone or time.daylight:
+        return exact
+
+    def fast(t: float):
+        s = split_time(t)[0]
+        return s if 0 <= s < 1 << 32 else exact(t)  # int() truncates negatives towards zero; far future loses precision
+
+    probes = (0.0, 1.0, 1522541276.5, 1522541276.9999996, 1700000000.0000004, 4294967295.999, -1.5)
+    return fast if all(fast(t) == exact(t) for t in probes) else exact
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What a native writer needs of one feature view: the view, its join key and feature types in row order."""
+
+    view: Any  # feast FeatureView, as the registry returns it (its projection names the table)
+    join_key: str
+    key_type: ValueType
+    features: list[tuple[str, ValueType]]
+
+
+def entity_key_serializer(join_key: str, key_type: ValueType, version: int) -> Callable[[object], bytes]:
+    """Feast's ``serialize_entity_key`` of a one-column entity key, by entity id.
+
+    INT64 keys (the repo's) are a constant prefix and the id's 8 little-endian bytes: built so,
+    once the layout is checked against Feast's serializer at start-up (~50x cheaper than Feast's,
+    which also made first writes of new entities slow). Other keys: Feast's serializer, cached.
+    """
+    field, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[key_type]
+
+    def feast_key(entity_id) -> bytes:
+        value = ValueProto(**{field: convert(entity_id)})
+        return serialize_entity_key(EntityKeyProto(join_keys=[join_key], entity_values=[value]),
+                                    entity_key_serialization_version=version)
+
+    if key_type == ValueType.INT64:
+        prefix, pack = feast_key(0)[:-8], struct.Struct("<q").pack
+
+        def from_template(entity_id) -> bytes:
+            try:
+                return prefix + pack(int(entity_id))
+            except struct.error:
+                raise ValueError(f"Value out of range: {entity_id}") from None  # what protobuf raises
+
+        if all(from_template(i) == feast_key(i) for i in (0, 1, -1, 255, 1 << 31, (1 << 63) - 1, -(1 << 63))):
+            return from_template
+
+    cache: dict = {}
+
+    def cached(entity_id) -> bytes:
+        key = cache.get(entity_id)
+        if key is None:
+            key = feast_key(entity_id)
+            if len(cache) >= KEY_CACHE_MAX:
+                cache.clear()
+            cache[entity_id] = key
+        return key
+
+    return cached
+
+
+class _ViewCodec:
+    def __init__(self, spec: ViewSpec, version: int, text: bool):
+        self.keys = entity_key_serializer(spec.join_key, spec.key_type, version)
+        self.codecs = [value_codec(t, f"feature '{spec.view.name}:{n}'", text) for n, t in spec.features]
+
+
+def _sql_text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class SqliteNativeWriter:
+    """Writes rows into Feast's SQLite online store tables exactly as ``SqliteOnlineStore.online_write_batch``.
+
+    Columns ``entity_key, feature_name, value, value_text, event_ts, created_ts``; ``event_ts`` goes
+    through the ``datetime`` adapter Feast registers with ``sqlite3`` (naive UTC in, stored as Feast stores it).
+    Feast runs one upsert per feature value; here one multi-row upsert per entity covers all its
+    features, in the same order (so even rowids match), with the entity key and timestamp bound once
+    and the feature names as literals (about 40% less SQLite time than a statement per value).
+    """
+
+    kind = "native-sqlite"
+
+    def __init__(self, online_store, config, specs: dict[str, ViewSpec]):
+        self.conn = online_store._get_conn(config)  # Feast's own connection, the one its reads use
+        versioning = config.registry.enable_online_feature_view_versioning
+        self.views = {name: _ViewCodec(s, config.entity_key_serialization_version, True) for name, s in specs.items()}
+        self.sql = {}
+        for name, s in specs.items():
+            table = compute_table_id(config.project, s.view, versioning).replace('"', '""')
+            values = ", ".join(f"(?1, {_sql_text(n)}, ?{3 + 2 * i}, ?{4 + 2 * i}, ?2, NULL)" for i, (n, _) in enumerate(s.features))
+            self.sql[name] = (
+                f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) VALUES {values} '
+                "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+                "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts;")
+        self._event_ts = sqlite_event_ts()
+
+    def write(self, view: str, rows: Rows) -> None:
+        vc = self.views[view]
+        key_of, codecs, event_ts = vc.keys, vc.codecs, self._event_ts
+
+        def params():
+            # Generated while SQLite runs: each row's objects die young (no garbage-collector passes over the
+            # heap that a list of a whole batch's rows triggers); an encoding error rolls the batch back.
+            for entity_id, t, values in rows:
+                p = [key_of(entity_id), event_ts(t)]
+                for codec, v in zip(codecs, values):
+                    p += codec(v)
+                yield p
+
+        with self.conn:  # one transaction: committed on success, rolled back on error
+            self.conn.executemany(self.sql[view], params())
+
+
+class RedisNativeWriter:
+    """Writes rows into Feast's Redis online store as ``RedisOnlineStore.online_write_batch`` lays them out.
+
+    One hash per entity: key = serialized entity key + project, fields ``mmh3("<view>:<feature>")``
+    -> ``Value`` proto and ``_ts:<view>`` -> ``Timestamp`` proto; ``EXPIRE`` when ``key_ttl_seconds`` is set.
+    """
+
+    kind = "native-redis"
+
+    def __init__(self, online_store, config, specs: dict[str, ViewSpec]):
+        self.client = online_store._get_client(config.online_store)  # Feast's own client (redis, cluster or sentinel)
+        self.ttl = config.online_store.key_ttl_seconds
+        self.project = config.project.encode("utf-8")
+        versioning = config.registry.enable_online_feature_view_versioning
+        self.views = {name: _ViewCodec(s, config.entity_key_serialization_version, False) for name, s in specs.items()}
+        self.fields = {}
+        for name, s in specs.items():
+            fv = compute_versioned_name(s.view, versioning)
+            self.fields[name] = (f"_ts:{fv}".encode("utf-8"), [_mmh3(f"{fv}:{n}") for n, _ in s.features])
+
+    def write(self, view: str, rows: Rows) -> None:
+        vc = self.views[view]
+        key_of, codecs, project, ttl = vc.keys, vc.codecs, self.project, self.ttl
+        ts_field, fields = self.fields[view]
+        commands = []
+        for entity_id, t, values in rows:
+            args = [key_of(entity_id) + project, ts_field, timestamp_proto_bytes(t)]
+            for f, codec, v in zip(fields, codecs, values):
+                args += (f, codec(v))
+            commands.append(args)
+        # Encoded before the pipeline starts: a bad value fails the batch without writing part of it.
+        with self.client.pipeline(transaction=False) as pipe:
+            for args in commands:
+                pipe.execute_command("HSET", *args)
+                if ttl:
+                    pipe.execute_command("EXPIRE", args[0], ttl)
+            pipe.execute()
+
+
+def native_writer(provider, config, specs: dict[str, ViewSpec]) -> SqliteNativeWriter | RedisNativeWriter | None:
+    """A native writer for the provider's online store, or ``None`` where Feast's own path must write."""
+    online = getattr(provider, "online_store", None)
+    kind = type(online).__name__
+    oc = config.online_store
+    if kind == "SqliteOnlineStore":
+        # Vector columns and value_num (OpenAI-compatible store) change the row layout: left to Feast.
+        if getattr(oc, "vector_enabled", False) or getattr(oc, "enable_openai_compatible_store", False):
+            return None
+        return SqliteNativeWriter(online, config, specs)
+    if kind == "RedisOnlineStore":
+        return RedisNativeWriter(online, config, specs)
+    return None

@@ -1,0 +1,66 @@
+"""The processing topology read from the feature repo: which topic feeds which aggregation."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_repo.aggregations import AGGREGATIONS, TERMINAL_RISK
+from feature_repo.sources import FRAUD_LABELS, PREDICTIONS, SOURCES, TRANSACTIONS
+from rtml_common.errors import ConfigurationError
+from streaming.engine import FeatureEngine
+from streaming.topology import build_topology, check_copartitioned, repartition_partitions
+
+
+def test_terminal_windows_read_a_repartition_topic_keyed_by_terminal():
+    topo = build_topology(SOURCES, AGGREGATIONS, topic=lambda t: "p-" + t)
+    assert set(topo) == {"p-transactions", "p-fraud-labels", "p-predictions", "p-rtml-transactions-by-terminal_id"}
+    tx = topo["p-transactions"]
+    assert tx.is_source and tx.views == ("customer_spending",)
+    assert [(f.topic, f.key_field) for f in tx.forwards] == [("p-rtml-transactions-by-terminal_id", "terminal_id")]
+    rekeyed = topo["p-rtml-transactions-by-terminal_id"]
+    assert not rekeyed.is_source and rekeyed.views == ("terminal_risk",) and rekeyed.source is TRANSACTIONS
+    # Labels are keyed by terminal already: read directly, co-partitioned with the repartition topic.
+    assert topo["p-fraud-labels"].views == ("terminal_risk",) and not topo["p-fraud-labels"].forwards
+    assert topo["p-predictions"].views == () and not topo["p-predictions"].stateful
+
+
+def test_without_repartition_every_aggregation_reads_its_sources_directly():
+    topo = build_topology(SOURCES, AGGREGATIONS, repartition=False)
+    assert set(topo) == {"transactions", "fraud-labels", "predictions"}
+    assert topo["transactions"].views == ("customer_spending", "terminal_risk")
+
+
+def test_repartition_topic_takes_the_partition_count_of_the_topics_it_joins():
+    topo = build_topology(SOURCES, AGGREGATIONS)
+    counts = {"transactions": 4, "fraud-labels": 6, "predictions": 2}
+    assert repartition_partitions(topo, counts, default=3) == {"rtml-transactions-by-terminal_id": 6}
+    check_copartitioned(topo, {**counts, "rtml-transactions-by-terminal_id": 6})
+    with pytest.raises(ConfigurationError, match="terminal_risk"):
+        check_copartitioned(topo, {**counts, "rtml-transactions-by-terminal_id": 4})
+
+
+def test_engine_fed_by_topology_streams_logs_raw_events_once_and_splits_the_views():
+    topo = build_topology(SOURCES, AGGREGATIONS)
+    engine = FeatureEngine(streams=topo.values())
+    event = {"transaction_id": 1, "tx_datetime": 1_000_000.0, "customer_id": 7, "terminal_id": 9, "tx_amount": 12.5}
+    from_source = engine.apply("transactions", dict(event))
+    assert set(from_source) == {"transactions", "customer_spending"}  # raw log + customer row, no terminal row
+    from_rekeyed = engine.apply("transactions@terminal_id", dict(event))
+    assert set(from_rekeyed) == {"terminal_risk"}  # no second raw row
+    label = {"transaction_id": 1, "tx_datetime": 1_000_000.0, "customer_id": 7, "terminal_id": 9, "tx_fraud": 1,
+             "label_datetime": 1_000_000.0 + 7 * 86400}
+    assert set(engine.apply("fraud_labels", label)) == {"fraud_labels"}
+    drained = engine.drain_online()
+    assert [r["customer_id"] for r in drained["customer_spending"]] == [7]
+    # The terminal row is stamped when its label became known (after the transaction).
+    assert drained["terminal_risk"][0]["event_timestamp"] == label["label_datetime"]
+    engine.reset()
+    assert engine.entity_count() == 0 and engine.pending_online() == 0
+
+
+def test_a_source_lacking_the_join_key_is_a_configuration_error():
+    no_terminal = type(PREDICTIONS)(name="tx_light", topic="tx-light", fields=TRANSACTIONS.fields[:3] + TRANSACTIONS.fields[4:],
+                                    event_time="tx_datetime", key_field="customer_id")
+    agg = type(TERMINAL_RISK)(**{**TERMINAL_RISK.__dict__, "inputs": (type(TERMINAL_RISK.inputs[0])("tx_light", "event"),)})
+    with pytest.raises(ConfigurationError, match="terminal_id"):
+        build_topology([no_terminal, FRAUD_LABELS], [agg])
