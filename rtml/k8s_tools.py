@@ -3,7 +3,7 @@
 Nothing here needs a cluster or the internet beyond the Go module proxy:
 
 * :func:`ensure_tools` builds the three CLIs into ``~/.cache/rtml/bin`` once (idempotent).
-* :func:`crd_schemas` converts the vendored CRDs (``../shared/crds`` or ``RTML_CRDS_DIR``)
+* :func:`crd_schemas` converts the vendored CRDs (``tests/k8s/crds`` or ``RTML_CRDS_DIR``)
   into kubeconform JSON schemas, following ``crds/README.md``.
 * :func:`core_schemas` generates the Kubernetes core schemas from the OpenAPI v2 spec shipped
   in the ``k8s.io/kubernetes`` Go module (``api/openapi-spec/swagger.json``), fetched with
@@ -203,8 +203,9 @@ def _schema_file_name(group: str, kind: str, version: str) -> str:
 
 
 def crds_dir() -> Path:
-    """The vendored CRD folder: ``RTML_CRDS_DIR`` or ``<repo>/../shared/crds``."""
-    return Path(os.environ.get("RTML_CRDS_DIR", REPO_ROOT.parent / "shared" / "crds")).resolve()
+    """The CRD folder: ``RTML_CRDS_DIR``, else the copy vendored in ``tests/k8s/crds`` (upstream
+    KServe, Prometheus Operator, KEDA, Gateway API, Knative and KFP CRDs; see its README)."""
+    return Path(os.environ.get("RTML_CRDS_DIR", REPO_ROOT / "tests" / "k8s" / "crds")).resolve()
 
 
 def crd_schemas(out_dir: Path | None = None, source: Path | None = None) -> Path:
