@@ -168,7 +168,7 @@ class Freshness:
 def rtml_throughput(runner: StreamRunner, total: int, timeout_s: float) -> dict:
     t_first = cpu_first = None
     deadline = time.monotonic() + timeout_s
-    while runner.stats.consumed < total and time.monotonic() < deadline:
+    while (runner.stats.consumed < total or not runner.caught_up_with_own_forwards) and time.monotonic() < deadline:
         t0, c0 = time.perf_counter(), cpu_seconds()
         if runner.step() and t_first is None:
             t_first, cpu_first = t0, c0
@@ -190,7 +190,8 @@ def rtml_freshness(runner: StreamRunner, fresh: Freshness, settings, records, ra
     target = runner.stats.consumed + len(records)
     fresh.values = []
     producer = start_producer(settings, records, rate)
-    drive(runner.step, lambda: runner.stats.consumed >= target, producer, len(records) / rate + 30)
+    drive(runner.step, lambda: runner.stats.consumed >= target and runner.caught_up_with_own_forwards, producer,
+          len(records) / rate + 30)
     runner.commit()
     values, fresh.values = fresh.values, None
     producer.join(timeout=10)
@@ -325,8 +326,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--memory-entities", type=int, default=200_000, help="entities in the memory probe")
     parser.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
                         help="Feast online store of both systems (redis: a local redis-server)")
+    parser.add_argument("--no-repartition", action="store_true",
+                        help="single-process topology: terminal windows straight from the transactions topic")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    run_key = args.online + ("-single" if args.no_repartition else "")
     started = time.monotonic()
     result: dict = {"machine": machine(), "online_store": args.online, "settings": {}, "rtml": {"freshness": {}}, "baseline": {"freshness": {}}}
     print("memory probe ...", flush=True)
@@ -337,11 +341,11 @@ def main(argv: list[str] | None = None) -> dict:
     redis = LocalRedis(root / "redis").start() if args.online == "redis" else None
     try:
         settings = StreamingSettings(home=root / "rtml", kafka_bootstrap=broker.bootstrap, metrics_port=0, restore=False,
-                                     group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                                     group_id=f"bench-{uuid.uuid4().hex[:6]}", repartition=not args.no_repartition,
                                      redis_connection=redis.connection if redis else None)
         result["settings"] = {k: v for k, v in settings.model_dump().items()
                               if k in ("max_batch_records", "online_flush_s", "online_write_share", "offline_flush_s",
-                                       "offline_flush_rows", "check_crcs", "partitions")}
+                                       "offline_flush_rows", "check_crcs", "partitions", "repartition", "online_writer")}
         store = apply_definitions(settings)
         fresh = Freshness()
         runner = StreamRunner(settings, store=store, write_listener=fresh)
@@ -383,8 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nmemory: {result['memory']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(args.out.read_text()) if args.out.exists() else {}
-    runs = runs if isinstance(runs, dict) and set(runs) <= {"sqlite", "redis"} else {}
-    runs[args.online] = result  # one entry per online store, the other kept from its last run
+    runs = runs if isinstance(runs, dict) and set(runs) <= {"sqlite", "redis", "sqlite-single", "redis-single"} else {}
+    runs[run_key] = result  # one entry per online store and topology, the others kept from their last run
     args.out.write_text(json.dumps(runs, indent=2) + "\n")
     print(f"wrote {args.out} ({result['wall_seconds']} s)")
     return result

@@ -21,8 +21,8 @@ FRESHNESS_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge("rtml_stream_consumer_lag_records", "Records behind the log end, per partition.", ["topic", "partition"], registry=REGISTRY)
 ENTITIES = Gauge("rtml_stream_entities_in_state", "Entities with window state in this process.", registry=REGISTRY)
-RESTORED_RECORDS = Counter(
-    "rtml_stream_restored_records_total", "Records replayed from Kafka to rebuild the state of assigned partitions.",
+RESTORED_EVENTS = Counter(
+    "rtml_stream_restored_events_total", "Events replayed from Kafka to rebuild the state of assigned partitions.",
     registry=REGISTRY)
 RESTORE_SECONDS = Histogram(
     "rtml_stream_restore_duration_seconds", "Time to rebuild state after an assignment.",

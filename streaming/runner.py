@@ -42,12 +42,12 @@ from kafka.errors import CommitFailedError
 from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.sources import SOURCES
 from feature_repo.store import open_store
-from rtml_common.kafka import (dead_letter, dlq_topic, ensure_topics, entity_key, make_consumer, make_producer,
-                               partition_counts)
+from rtml_common.kafka import dead_letter, dlq_topic, ensure_topics, make_consumer, make_producer, partition_counts
 from streaming import metrics
 from streaming.engine import FeatureEngine
 from streaming.offline import EpochOfflineLog
 from streaming.online import OnlineWriter, WriteListener
+from streaming.repartition import Rekeyer, unpack
 from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
 from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 class RunStats:
     consumed: int = 0  # records of source topics
     rekeyed: int = 0  # records of repartition topics
+    forwarded: int = 0  # records sent to repartition topics
     restored: int = 0
     rebalances: int = 0
     dead_lettered: int = 0
@@ -108,7 +109,9 @@ class StreamRunner:
         counts = partition_counts(s, sources)
         for topic, n in repartition_partitions(self.topology, counts, s.partitions).items():
             ensure_topics(s, [topic], partitions=n)
-        check_copartitioned(self.topology, partition_counts(s, list(self.topology)))
+        counts = partition_counts(s, list(self.topology))
+        check_copartitioned(self.topology, counts)
+        self._rekeyers = {f.topic: Rekeyer(f, counts[f.topic]) for st in self.topology.values() for f in st.forwards}
 
     # -- rebalances --------------------------------------------------------------------------
     def on_revoked(self) -> None:
@@ -135,12 +138,16 @@ class StreamRunner:
         restored = [0]
 
         def fold(stream: Stream, partition: int, rec) -> None:
-            event = self._accept(stream, TopicPartition(rec.topic, partition), rec, restoring=True)
-            if event is not None:
+            if stream.is_source:
+                event = self._accept(stream, TopicPartition(rec.topic, partition), rec, restoring=True)
+                events = [event] if event is not None else []
+            else:
+                events = unpack(rec.value)[1]
+            for event in events:
                 self.engine.apply(stream.name, event, scratch)
-                restored[0] += 1
-                if restored[0] % 10_000 == 0:
-                    scratch.clear()  # offline rows were logged by whoever processed these records first
+            restored[0] += len(events)
+            if sum(len(rows) for rows in scratch.values()) > 20_000:
+                scratch.clear()  # offline rows were logged by whoever processed these records first
 
         restore_consumer = make_consumer(self.settings, None, self.settings.group_id, check_crcs=self.settings.check_crcs)
         try:
@@ -149,11 +156,11 @@ class StreamRunner:
         finally:
             restore_consumer.close(autocommit=False)
         self.engine.drain_online_values()  # already in the online store
-        self.stats.restored += result.records
-        metrics.RESTORED_RECORDS.inc(result.records)
+        self.stats.restored += restored[0]
+        metrics.RESTORED_EVENTS.inc(restored[0])
         metrics.RESTORE_SECONDS.observe(result.seconds)
-        log.info("assigned %d partitions; rebuilt state from %d records of %d partitions in %.1fs",
-                 len(assigned), result.records, result.partitions, result.seconds)
+        log.info("assigned %d partitions; rebuilt state from %d events (%d records) of %d partitions in %.1fs",
+                 len(assigned), restored[0], result.records, result.partitions, result.seconds)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, idle_timeout_s: float | None = None,
@@ -174,6 +181,11 @@ class StreamRunner:
             self.close()
         return self.stats
 
+    @property
+    def caught_up_with_own_forwards(self) -> bool:
+        """Whether every record this process re-keyed was consumed back (a single-member group only)."""
+        return self.stats.rekeyed >= self.stats.forwarded
+
     def step(self) -> int:
         """One poll cycle; returns the number of records polled."""
         polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch_records)
@@ -182,25 +194,35 @@ class StreamRunner:
         apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
         for tp, records in polled.items():
             stream = self.topology[tp.topic]
-            name, forwards = stream.name, stream.forwards
+            name = stream.name
+            if not stream.is_source:  # a repartition topic: batches of events accepted at their source
+                count = 0
+                for rec in records:
+                    ts_list, events = unpack(rec.value)
+                    stamps.extend(ts_list)
+                    for event in events:
+                        apply(name, event, rows)
+                    count += len(events)
+                n += len(records)
+                self.stats.rekeyed += count
+                metrics.EVENTS_CONSUMED.labels(tp.topic).inc(count)
+                continue
+            rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
             for rec in records:
                 stamps.append(rec.timestamp)
                 event = self._accept(stream, tp, rec)
                 if event is None:
                     continue
-                for fwd in forwards:
-                    self.producer.send(fwd.topic, key=entity_key(event[fwd.key_field]), value=rec.value,
-                                       timestamp_ms=rec.timestamp)
+                for rk in rekeyers:  # step 2: re-key for the aggregations this topic's key does not fit
+                    rk.add(event, rec.timestamp)
                 apply(name, event, rows)
+            for rk in rekeyers:
+                sent = rk.send(self.producer)
+                self.stats.forwarded += sent
+                metrics.FORWARDED.labels(rk.topic).inc(sent)
             n += len(records)
-            if stream.is_source:
-                self.stats.consumed += len(records)
-            else:
-                self.stats.rekeyed += len(records)
+            self.stats.consumed += len(records)
             metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
-            if forwards:
-                for fwd in forwards:
-                    metrics.FORWARDED.labels(fwd.topic).inc(len(records))
         if n:
             self._uncommitted = True
         now = time.monotonic()
