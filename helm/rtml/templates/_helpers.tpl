@@ -150,5 +150,8 @@ capabilities:
 {{- $base := list $t.transactions $t.fraudLabels $t.predictions -}}
 {{- $all := list -}}
 {{- range $base }}{{ $all = append $all . }}{{ $all = append $all (printf "%s%s" . $t.dlqSuffix) }}{{ end -}}
+{{- /* The engine's repartition topic (streaming/topology.py: rtml-<source>-by-<join key>): terminal windows read
+       transactions re-keyed by terminal. Created here with the other topics, co-partitioned with fraud-labels. */ -}}
+{{- $all = append $all "rtml-transactions-by-terminal_id" -}}
 {{- join " " $all -}}
 {{- end -}}
