@@ -134,8 +134,10 @@ def test_topics_job_creates_every_topic_and_its_dlq(render):
     job = by_key(render.helm())[("Job", "rtml-kafka-topics")]
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TOPICS"].split() == ["transactions", "transactions.dlq", "fraud-labels", "fraud-labels.dlq",
-                                     "predictions", "predictions.dlq"]
+                                     "predictions", "predictions.dlq", "rtml-transactions-by-terminal_id"]
     assert env["PARTITIONS"] == "6" and env["REPLICATION_FACTOR"] == "3"
+    # kafka-topics.sh needs an integer; Helm would print a large number as 3.456e+09 unless converted.
+    assert env["RETENTION_MS"] == str(40 * 86400 * 1000)
 
 
 def test_streaming_autoscaling_keda_and_hpa_fallback(render):
