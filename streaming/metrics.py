@@ -6,7 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-EVENTS_CONSUMED = Counter("rtml_stream_events_consumed_total", "Events read from Kafka.", ["topic"], registry=REGISTRY)
+EVENTS_CONSUMED = Counter("rtml_stream_events_consumed_total", "Events read from source topics.", ["topic"], registry=REGISTRY)
+REKEYED_CONSUMED = Counter("rtml_stream_rekeyed_events_consumed_total", "Events read back from repartition topics.",
+                           ["topic"], registry=REGISTRY)
 EVENTS_DLQ = Counter("rtml_stream_events_dead_lettered_total", "Events sent to the dead-letter topic.", ["topic", "reason"], registry=REGISTRY)
 EVENTS_FILTERED = Counter("rtml_stream_events_filtered_total", "Events dropped by a source's declared filter.", ["topic"], registry=REGISTRY)
 ONLINE_ROWS = Counter("rtml_stream_online_rows_written_total", "Rows written to the online store.", ["feature_view"], registry=REGISTRY)

@@ -205,7 +205,7 @@ class StreamRunner:
                     count += len(events)
                 n += len(records)
                 self.stats.rekeyed += count
-                metrics.EVENTS_CONSUMED.labels(tp.topic).inc(count)
+                metrics.REKEYED_CONSUMED.labels(tp.topic).inc(count)
                 continue
             rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
             for rec in records:

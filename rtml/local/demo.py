@@ -18,7 +18,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from feature_repo.aggregations import AGGREGATIONS
+from feature_repo.sources import SOURCES
 from rtml.local.stack import LocalStack, stop_stale, wait_until_consumed
+from streaming.topology import build_topology
 from rtml.settings import RuntimeSettings
 from rtml_common.kafka import ensure_topics, dlq_topic
 
@@ -117,7 +120,9 @@ def run_demo(settings: RuntimeSettings, cfg: DemoConfig = DemoConfig()) -> dict:
         producer.send("transactions", json.dumps({"transaction_id": 1, "tx_amount": "12.5"}).encode())
         producer.flush()
         _say(f"produced {n_events} events ({len(history)} transactions, {int(history['TX_FRAUD'].sum())} frauds) in {time.monotonic() - t0:.1f}s")
-        if not wait_until_consumed(kafka, "rtml-feature-engine", TOPICS, timeout_s=600):
+        # Every topic the engine reads, its repartition topic included: terminal features come from there.
+        engine_topics = list(build_topology(SOURCES, AGGREGATIONS, kafka.topic))
+        if not wait_until_consumed(kafka, "rtml-feature-engine", engine_topics, timeout_s=600):
             raise RuntimeError(f"the streaming engine did not catch up; see {settings.home / 'logs' / 'streaming.log'}")
         ingest_s = time.monotonic() - t0
         _say(f"features for all events are in Feast after {ingest_s:.1f}s ({n_events / ingest_s:,.0f} events/s end to end)")
