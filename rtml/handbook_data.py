@@ -157,32 +157,29 @@ def generate_dataset(n_customers: int = 5000, n_terminals: int = 10000,
     return customers, terminals, tx
 
 
+def _sift_down(v: list, a: list, i: int, n: int) -> None:
+    """Move ``a[i]`` down the 1-based heap ``a[1..n]`` (ordered by ``v``) to where it belongs."""
+    tmp, j = a[i], i << 1
+    while j <= n:
+        if j < n and v[a[j]] < v[a[j + 1]]:
+            j += 1
+        if v[tmp] < v[a[j]]:
+            a[i], i, j = a[j], j, j + j
+        else:
+            break
+    a[i] = tmp
+
+
 def _aheapsort(v: list, t: np.ndarray, lo: int, n: int) -> None:
     """numpy's ``aheapsort_`` on ``t[lo:lo + n]``, the fallback of its introsort (1-based heap)."""
     a = [0] + t[lo:lo + n].tolist()
     for start in range(n >> 1, 0, -1):
-        tmp, i, j = a[start], start, start << 1
-        while j <= n:
-            if j < n and v[a[j]] < v[a[j + 1]]:
-                j += 1
-            if v[tmp] < v[a[j]]:
-                a[i], i, j = a[j], j, j + j
-            else:
-                break
-        a[i] = tmp
+        _sift_down(v, a, start, n)
     m = n
     while m > 1:
-        tmp, a[m] = a[m], a[1]
+        a[1], a[m] = a[m], a[1]
         m -= 1
-        i, j = 1, 2
-        while j <= m:
-            if j < m and v[a[j]] < v[a[j + 1]]:
-                j += 1
-            if v[tmp] < v[a[j]]:
-                a[i], i, j = a[j], j, j + j
-            else:
-                break
-        a[i] = tmp
+        _sift_down(v, a, 1, m)
     t[lo:lo + n] = a[1:]
 
 

@@ -58,8 +58,11 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
     return consumer
 
 
-def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: int = 1, replication: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet; waits for the cluster up to ``timeout_s``."""
+def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: int = 1, replication: int = 1,
+                  timeout_s: float = 30.0) -> dict[str, int]:
+    """Create the topics that do not exist yet; waits for the cluster up to ``timeout_s``.
+
+    Returns the partition count of every topic asked for (existing ones keep theirs)."""
     topics = list(topics)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -85,7 +88,7 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: in
     while True:
         ready = partition_counts(settings, wanted)
         if set(ready) >= wanted:
-            return
+            return ready
         if time.monotonic() > deadline:
             raise KafkaError(f"topics {sorted(wanted - set(ready))} have no partitions after {timeout_s:.0f}s")
         time.sleep(0.2)

@@ -42,11 +42,11 @@ class RestoreResult:
 
 
 def replay_partitions(consumer: KafkaConsumer, tps: list[TopicPartition], streams: dict[str, Stream],
-                      apply: Callable[[Stream, int, object], None], horizon_s: float, timeout_s: float) -> RestoreResult:
+                      apply: Callable[[Stream, TopicPartition, object], None], horizon_s: float, timeout_s: float) -> RestoreResult:
     """Feed every record of ``tps`` between the horizon and the group's committed offset to ``apply``.
 
     ``consumer`` belongs to the group (``group_id`` set) but is only ``assign``-ed, so it reads the
-    committed offsets without joining. ``apply(stream, partition, record)`` folds one record.
+    committed offsets without joining. ``apply(stream, topic_partition, record)`` folds one record.
     """
     started = time.monotonic()
     result = RestoreResult()
@@ -86,9 +86,9 @@ def replay_partitions(consumer: KafkaConsumer, tps: list[TopicPartition], stream
             for rec in records:
                 if rec.offset >= stop_at:
                     break
-                apply(stream, tp.partition, rec)
+                apply(stream, tp, rec)
                 result.records += 1
-            if consumer.position(tp) >= stop_at or (records and records[-1].offset >= stop_at - 1):
+            if consumer.position(tp) >= stop_at:
                 del pending[tp]
                 consumer.pause(tp)
     result.partitions = len(targets)

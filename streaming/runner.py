@@ -42,7 +42,7 @@ from kafka.errors import CommitFailedError
 from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.sources import SOURCES
 from feature_repo.store import open_store
-from rtml_common.kafka import dead_letter, dlq_topic, ensure_topics, make_consumer, make_producer, partition_counts
+from rtml_common.kafka import dead_letter, dlq_topic, ensure_topics, make_consumer, make_producer
 from streaming import metrics
 from streaming.engine import FeatureEngine
 from streaming.offline import EpochOfflineLog
@@ -105,11 +105,9 @@ class StreamRunner:
     def _create_topics(self) -> None:
         s = self.settings
         sources = [t for t, st in self.topology.items() if st.is_source]
-        ensure_topics(s, sources + [dlq_topic(t) for t in sources], partitions=s.partitions)
-        counts = partition_counts(s, sources)
+        counts = ensure_topics(s, sources + [dlq_topic(t) for t in sources], partitions=s.partitions)
         for topic, n in repartition_partitions(self.topology, counts, s.partitions).items():
-            ensure_topics(s, [topic], partitions=n)
-        counts = partition_counts(s, list(self.topology))
+            counts.update(ensure_topics(s, [topic], partitions=n))
         check_copartitioned(self.topology, counts)
         self._rekeyers = {f.topic: Rekeyer(f, counts[f.topic]) for st in self.topology.values() for f in st.forwards}
 
@@ -137,17 +135,16 @@ class StreamRunner:
         scratch: dict[str, list] = {}
         restored = [0]
 
-        def fold(stream: Stream, partition: int, rec) -> None:
+        def fold(stream: Stream, tp: TopicPartition, rec) -> None:
             if stream.is_source:
-                event = self._accept(stream, TopicPartition(rec.topic, partition), rec, restoring=True)
+                event = self._accept(stream, tp, rec, restoring=True)
                 events = [event] if event is not None else []
             else:
                 events = unpack(rec.value)[1]
             for event in events:
                 self.engine.apply(stream.name, event, scratch)
+            scratch.clear()  # offline rows were logged by whoever processed these records first
             restored[0] += len(events)
-            if sum(len(rows) for rows in scratch.values()) > 20_000:
-                scratch.clear()  # offline rows were logged by whoever processed these records first
 
         restore_consumer = make_consumer(self.settings, None, self.settings.group_id, check_crcs=self.settings.check_crcs)
         try:
@@ -238,15 +235,15 @@ class StreamRunner:
         return n
 
     def _accept(self, stream: Stream, tp: TopicPartition, rec, restoring: bool = False) -> dict | None:
-        """The validated event of a record, or None when it is rejected (dead-lettered), filtered or late.
+        """The validated event of a source topic's record, or None when it is rejected (dead-lettered), filtered or late.
 
-        Only a source topic judges: a repartition topic carries events its source accepted. While
+        Repartition topics never come here: they carry events their source accepted. While
         restoring, the same decisions are made again silently (they were acted on the first time).
         """
         try:
             event = self._decoders[tp.topic](rec.value)
         except InvalidEvent as exc:
-            if not restoring and stream.is_source:
+            if not restoring:
                 self._dead_letter(rec, exc)
             return None
         if event is None:
@@ -254,8 +251,6 @@ class StreamRunner:
                 metrics.EVENTS_FILTERED.labels(tp.topic).inc()
                 self.stats.filtered += 1
             return None
-        if not stream.is_source:
-            return event
         # Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
         # order, so only an event older than the partition's latest minus the grace is late; it
         # goes to the DLQ instead of silently rewriting closed windows.
