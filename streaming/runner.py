@@ -23,9 +23,10 @@ from Kafka up to the committed offsets (``streaming.restore``) plus id de-duplic
 replay converge to the same online values (the offline log may hold a replayed row twice;
 its readers de-duplicate by event id).
 
-Rebalances: before partitions are revoked, everything is committed (steps 3-6) and the state
-dropped; newly assigned partitions get their state rebuilt from Kafka before their first record
-is processed.
+Rebalances: before partitions are revoked, everything is committed (steps 3-6, the offsets
+through an awaited ``commit_async``: the callback runs on kafka-python's IO thread) and the state
+dropped; newly assigned partitions get their state rebuilt from Kafka on the polling thread
+before their first record is processed.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import CommitFailedError
 
 from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.sources import SOURCES
@@ -95,6 +95,7 @@ class StreamRunner:
         self._last_lag = 0.0
         self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
         self._uncommitted = False
+        self._pending_restore: list[TopicPartition] = []  # assigned, state not yet rebuilt
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
         # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
         self.consumer = make_consumer(settings, list(self.topology), settings.group_id, listener=_Rebalance(self),
@@ -112,25 +113,44 @@ class StreamRunner:
         self._rekeyers = {f.topic: Rekeyer(f, counts[f.topic]) for st in self.topology.values() for f in st.forwards}
 
     # -- rebalances --------------------------------------------------------------------------
-    def on_revoked(self) -> None:
-        """Commit what was processed, then forget all state (the new assignment rebuilds its own)."""
-        if self._uncommitted:
-            try:
-                self.commit()
-            except CommitFailedError as exc:  # the group moved on already: the next owner replays from the last commit
-                log.warning("commit before rebalance failed, records since the last commit will be replayed: %s", exc)
-                self.writer.wait()
-                self._uncommitted = False
+    # kafka-python runs rebalance callbacks on its IO thread while ``poll`` waits for the join,
+    # so they must not block on the consumer (no sync commit there) nor hold the thread long
+    # (heartbeats): the revoke commits through ``commit_async`` (awaited by ``_Rebalance``) and
+    # the restore of new partitions runs on the polling thread before their first record.
+    def begin_revoke(self):
+        """Steps 3-5 for everything processed, then the offsets' commit request (a future), or None."""
+        if not self._uncommitted:
+            return None
+        if self._record_ts:
+            self._write_online(time.monotonic())
+        self.writer.wait()
+        metrics.OFFLINE_ROWS.inc(self.offline.flush())
+        self.producer.flush()
+        return self.consumer.commit_async()
+
+    def end_revoke(self, committed: bool, error: BaseException | None = None) -> None:
+        """Forget all state (the next assignment rebuilds its own); a failed commit means a replay."""
+        if error is not None:  # the group moved on already: the next owner replays from the last commit
+            log.warning("commit before rebalance failed, records since the last commit will be replayed: %s", error)
+            self.writer.wait()
+        elif committed:
+            self.stats.commits += 1
+        self._uncommitted = False
+        self._last_flush = time.monotonic()
         self.engine.reset()
         self._watermarks.clear()
         self._record_ts.clear()
+        self._pending_restore = []
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Rebuild the state of the assigned partitions from Kafka before their first record is processed."""
+        """Note the new assignment; ``step`` rebuilds its state before processing any of its records."""
         self.stats.rebalances += 1
         metrics.REBALANCES.inc()
-        if not self.settings.restore:
-            return
+        if self.settings.restore:
+            self._pending_restore = list(assigned)
+
+    def _restore(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the state of the assigned partitions from Kafka, up to their committed offsets."""
         horizon_s = max(a.horizon.total_seconds() for a in self.engine.aggregations) + self.settings.grace_s + 86400
         scratch: dict[str, list] = {}
         restored = [0]
@@ -186,6 +206,9 @@ class StreamRunner:
     def step(self) -> int:
         """One poll cycle; returns the number of records polled."""
         polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch_records)
+        if self._pending_restore:  # assigned during this poll: state first, then the records
+            assigned, self._pending_restore = self._pending_restore, []
+            self._restore(assigned)
         t0 = time.perf_counter()
         n = 0
         apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
@@ -338,17 +361,31 @@ class StreamRunner:
             self.producer.close()
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """Kafka's rebalance callbacks (called inside ``poll``), delegated to the runner."""
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Kafka's rebalance callbacks, delegated to the runner.
+
+    They run on kafka-python's IO thread during ``poll`` (the polling thread waits meanwhile), so
+    they touch runner state safely but await the revoke's commit instead of blocking on it.
+    """
 
     def __init__(self, runner: StreamRunner):
         self.runner = runner
 
-    def on_partitions_revoked(self, revoked):
-        self.runner.on_revoked()
+    async def on_partitions_revoked(self, revoked):
+        future = error = None
+        try:
+            future = self.runner.begin_revoke()
+            if future is not None:
+                await future
+        except Exception as exc:  # noqa: BLE001 - any failure here only costs a replay
+            error = exc
+        self.runner.end_revoke(future is not None, error)
 
-    def on_partitions_assigned(self, assigned):
-        self.runner.on_assigned(list(assigned))
+    async def on_partitions_lost(self, lost):
+        self.runner.end_revoke(False, RuntimeError(f"membership lost with {len(lost)} partitions"))
+
+    async def on_partitions_assigned(self, assigned):
+        self.runner.on_assigned(sorted(assigned))
 
 
 __all__ = ["StreamRunner", "RunStats", "TopicPartition"]
