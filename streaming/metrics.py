@@ -32,3 +32,6 @@ RESTORE_SECONDS = Histogram(
 REBALANCES = Counter("rtml_stream_rebalances_total", "Partition assignments this process received.", registry=REGISTRY)
 FORWARDED = Counter("rtml_stream_events_repartitioned_total", "Events re-keyed into a repartition topic.", ["topic"],
                     registry=REGISTRY)
+CHECKPOINT_SECONDS = Histogram(
+    "rtml_stream_checkpoint_duration_seconds", "Start of a checkpoint (offsets snapshot) to its offsets' commit.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)

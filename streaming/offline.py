@@ -8,6 +8,7 @@ and days are split by integer arithmetic instead of formatting every timestamp.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
@@ -37,10 +38,20 @@ class EpochOfflineLog(OfflineLog):
         self._timestamp_columns = timestamp_columns
         self.rows: dict[str, list[dict]] = self._rows
 
+    def take(self) -> dict[str, list[dict]]:
+        """The buffered rows by table, leaving an empty buffer (``rows`` is the new one)."""
+        tables = self._rows
+        self._rows = self.rows = defaultdict(list)
+        return tables
+
     def flush(self) -> int:
         """Write every buffered row as new files, one per (table, event date); returns the number of rows."""
+        return self.write(self.take())
+
+    def write(self, tables: dict[str, list[dict]]) -> int:
+        """Write rows taken with ``take`` (on any thread, one writer at a time); returns the number of rows."""
         written = 0
-        for table, rows in self._rows.items():
+        for table, rows in tables.items():
             if not rows:
                 continue
             frame = _frame(rows)
@@ -52,7 +63,6 @@ class EpochOfflineLog(OfflineLog):
                 part = frame[day == d] if len(day) and (day != d).any() else frame
                 self._write(table, pd.Timestamp(int(d) * DAY_S, unit="s").strftime("%Y-%m-%d"), part.reset_index(drop=True))
             written += len(rows)
-        self._rows.clear()
         return written
 
 

@@ -111,6 +111,8 @@ class OnlineWriter:
         self.last_duration_s = 0.0
         self._cv = threading.Condition()
         self._job: tuple[dict[str, Rows], list[int]] | None = None
+        self.last_ticket = 0  # number of writes submitted; wait(ticket) waits for the first ``ticket``
+        self._done_tickets = 0
         self._running = False
         self._error: BaseException | None = None
         self._closed = False
@@ -136,17 +138,22 @@ class OnlineWriter:
             written += len(rows)
         return written
 
-    def submit(self, rows_by_view: dict[str, Rows], record_ts_ms: list[int]) -> None:
+    def submit(self, rows_by_view: dict[str, Rows], record_ts_ms: list[int]) -> int:
+        """Queue a write once the last one is done; returns its ticket (see ``wait``)."""
         with self._cv:
             while self.busy and self._error is None:
                 self._cv.wait()
             self._raise_error()
             self._job = (rows_by_view, record_ts_ms)
+            self.last_ticket += 1
             self._cv.notify_all()
+            return self.last_ticket
 
-    def wait(self) -> None:
+    def wait(self, ticket: int | None = None) -> None:
+        """Wait until write ``ticket`` (default: every write submitted so far) is stored; re-raises a write error."""
         with self._cv:
-            while self.busy and self._error is None:
+            target = self.last_ticket if ticket is None else ticket
+            while self._done_tickets < target and self._error is None:
                 self._cv.wait()
             self._raise_error()
 
@@ -182,4 +189,5 @@ class OnlineWriter:
                 self.last_duration_s = time.perf_counter() - t0
                 with self._cv:
                     self._running = False
+                    self._done_tickets += 1
                     self._cv.notify_all()

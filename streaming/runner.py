@@ -16,9 +16,12 @@ Commit order (this is the at-least-once contract; see ``step`` and ``commit``):
                files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
   5. flush   - the producer is flushed (dead letters and repartitioned events are durable);
   6. offsets - only then are consumer offsets committed.
-A commit first drains every touched entity into a last online write and waits until the writer
-has stored it, so committed offsets never run ahead of the online store, the offline log or the
-repartition topics. A crash between 3 and 6 replays at most one flush interval: state rebuilt
+A commit is a checkpoint: the polling thread drains every touched entity into a last online
+write, snapshots the consumer's positions and takes the offline buffer; a checkpoint thread
+waits for that online write, writes the offline files and flushes the producer (steps 3-5)
+while polling goes on; once it is done, the polling thread commits the snapshot (step 6). So
+committed offsets never run ahead of the online store, the offline log or the repartition
+topics, and a commit no longer stalls the poll loop. One checkpoint is in flight at a time. A crash between 3 and 6 replays at most one flush interval: state rebuilt
 from Kafka up to the committed offsets (``streaming.restore``) plus id de-duplication makes the
 replay converge to the same online values (the offline log may hold a replayed row twice;
 its readers de-duplicate by event id).
@@ -38,6 +41,8 @@ from dataclasses import dataclass, field
 
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.sources import SOURCES
@@ -94,7 +99,8 @@ class StreamRunner:
         self._last_online = 0.0
         self._last_lag = 0.0
         self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
-        self._uncommitted = False
+        self._uncommitted = False  # records processed after the last checkpoint started
+        self._checkpoint: _Checkpoint | None = None
         self._pending_restore: list[TopicPartition] = []  # assigned, state not yet rebuilt
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
         # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
@@ -119,7 +125,11 @@ class StreamRunner:
     # the restore of new partitions runs on the polling thread before their first record.
     def begin_revoke(self):
         """Steps 3-5 for everything processed, then the offsets' commit request (a future), or None."""
-        if not self._uncommitted:
+        pending = self._uncommitted or self._checkpoint is not None
+        if self._checkpoint is not None:  # its offsets are covered by the commit below
+            checkpoint, self._checkpoint = self._checkpoint, None
+            checkpoint.join()
+        if not pending:
             return None
         if self._record_ts:
             self._write_online(time.monotonic())
@@ -248,9 +258,12 @@ class StreamRunner:
         now = time.monotonic()
         if stamps and not self.writer.busy and now - self._last_online >= self._online_gap(n):
             self._write_online(now)
-        if self._uncommitted and (now - self._last_flush >= self.settings.offline_flush_s
-                                  or self.offline.pending >= self.settings.offline_flush_rows):
-            self.commit()
+        if self._checkpoint is not None and self._checkpoint.done.is_set():
+            self._finish_checkpoint()
+        if self._uncommitted and self._checkpoint is None and (
+                now - self._last_flush >= self.settings.offline_flush_s
+                or self.offline.pending >= self.settings.offline_flush_rows):
+            self._start_checkpoint(now)
         if n:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
         if now - self._last_lag > 5:
@@ -327,16 +340,35 @@ class StreamRunner:
         self.stats.online_rows += rows
 
     def commit(self) -> None:
-        """Steps 2-5 now: write every touched entity online, flush the offline log and the producer, commit offsets."""
-        # Step 2 completed for everything polled so far, then steps 3-5: offline, produce, offsets.
+        """Steps 2-6 now for everything processed so far: returns once the offsets are committed."""
+        if self._checkpoint is not None:
+            self._finish_checkpoint()
+        if self._uncommitted:
+            self._start_checkpoint(time.monotonic())
+            self._finish_checkpoint()
+
+    def _start_checkpoint(self, now: float) -> None:
+        """Step 2's last online write, the offsets snapshot and the offline buffer; steps 3-5 go to a thread."""
         if self._record_ts:
-            self._write_online(time.monotonic())
-        self.writer.wait()
-        metrics.OFFLINE_ROWS.inc(self.offline.flush())
-        self.producer.flush()
-        self.consumer.commit()  # step 6: offsets last
+            self._write_online(now)
+        ticket = self.writer.last_ticket
+        offsets = {tp: OffsetAndMetadata(self.consumer.position(tp), "", -1) for tp in self.consumer.assignment()}
+        tables = self.offline.take()
         self._uncommitted = False
-        self._last_flush = time.monotonic()
+        self._last_flush = now
+
+        def steps_3_to_5() -> None:
+            self.writer.wait(ticket)  # 3: the online write that covers the snapshot
+            metrics.OFFLINE_ROWS.inc(self.offline.write(tables))  # 4
+            self.producer.flush()  # 5: dead letters and re-keyed events
+        self._checkpoint = _Checkpoint(offsets, steps_3_to_5)
+
+    def _finish_checkpoint(self) -> None:
+        """Step 6: commit the snapshot once steps 3-5 are done (their error stops the process uncommitted)."""
+        checkpoint, self._checkpoint = self._checkpoint, None
+        checkpoint.join()
+        self.consumer.commit(checkpoint.offsets)
+        metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - checkpoint.started)
         self.stats.commits += 1
 
     def _record_lag(self) -> None:
@@ -353,12 +385,35 @@ class StreamRunner:
 
     def close(self) -> None:
         try:
-            if self._uncommitted:
-                self.commit()
+            self.commit()
         finally:
             self.writer.close()
             self.consumer.close()
             self.producer.close()
+
+
+class _Checkpoint:
+    """Steps 3-5 of one commit on their own thread, and the offsets they cover."""
+
+    def __init__(self, offsets: dict, steps) -> None:
+        self.offsets = offsets
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(steps,), name="checkpoint", daemon=True).start()
+
+    def _run(self, steps) -> None:
+        try:
+            steps()
+        except BaseException as exc:  # re-raised on the polling thread by join()
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def join(self) -> None:
+        self.done.wait()
+        if self._error is not None:
+            raise self._error
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -377,7 +432,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
             future = self.runner.begin_revoke()
             if future is not None:
                 await future
-        except Exception as exc:  # noqa: BLE001 - any failure here only costs a replay
+        except KafkaError as exc:  # the commit failed: it only costs a replay (other errors stop the process)
             error = exc
         self.runner.end_revoke(future is not None, error)
 

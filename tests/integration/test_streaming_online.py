@@ -55,3 +55,20 @@ def test_writer_error_reaches_the_caller(tmp_path):
         writer.wait()  # reported once; the writer stays usable
     finally:
         writer.close()
+
+
+def test_wait_for_a_ticket_returns_once_that_write_is_stored(tmp_path):
+    """A checkpoint waits for the write that covers its snapshot, not for writes submitted after it."""
+    store = apply_definitions(FeatureStoreSettings(home=tmp_path))
+    agg = AGGREGATIONS[0]
+    names = plan_for(agg).names
+    writer = OnlineWriter(store)
+    try:
+        tickets = [writer.submit({agg.feature_view: [(i, 1522541276.0, [float(i)] * len(names))]}, []) for i in (1, 2)]
+        assert tickets == [1, 2] and writer.last_ticket == 2
+        writer.wait(tickets[0])
+        assert stored(store, agg, [1])[0][1] is not None  # the first write is in the store
+        writer.wait()  # every write so far
+        assert all(values is not None for _, values in stored(store, agg, [1, 2]))
+    finally:
+        writer.close()
