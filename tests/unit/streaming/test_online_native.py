@@ -131,18 +131,19 @@ def test_sqlite_native_writer_stores_feast_bytes(tmp_path):
             assert len(got) == (41 if agg is AGGREGATIONS[0] else 40) * len(plan_for(agg).names)
             assert got == want
 
-        # Newer values for some entities (overwrites) and new entities, in one batch.
+        # Newer values for some entities (overwrites) and new entities, in one batch of several statements.
         for writer in (via_feast, native):
-            assert writer.write_now({agg.feature_view: _rows(agg, list(range(30, 61)) + [5], t0 + 600, 3) for agg in AGGREGATIONS}) == 64
+            assert writer.write_now({agg.feature_view: _rows(agg, list(range(30, 201)) + [5], t0 + 600, 3) for agg in AGGREGATIONS}) == 344
+        assert all(172 > 2 * chunk for chunk in native.native.chunk.values())  # full chunks and a partial one
         for agg in AGGREGATIONS:
             assert _table(tmp_path / "native", agg.feature_view) == _table(tmp_path / "feast", agg.feature_view)
 
         # Feast's reader reads the native rows: the newest values, float32-rounded like Feast's own.
         for agg in AGGREGATIONS:
-            ids = [1, 5, 29, 30, 45, 60, 999, 12345]
+            ids = [1, 5, 29, 30, 45, 60, 150, 200, 999, 12345]
             got = _online(native_store, agg, ids)
             assert got == _online(feast_store, agg, ids)
-            newest = {i: v for i, _, v in _rows(agg, range(1, 30), t0, 1) + _rows(agg, list(range(30, 61)) + [5], t0 + 600, 3)}
+            newest = {i: v for i, _, v in _rows(agg, range(1, 30), t0, 1) + _rows(agg, list(range(30, 201)) + [5], t0 + 600, 3)}
             for k, n in enumerate(plan_for(agg).names):
                 for i, value in zip(ids, got[n]):
                     if i in newest:
