@@ -21,7 +21,9 @@ write, snapshots the consumer's positions and takes the offline buffer; a checkp
 waits for that online write, writes the offline files and flushes the producer (steps 3-5)
 while polling goes on; once it is done, the polling thread commits the snapshot (step 6). So
 committed offsets never run ahead of the online store, the offline log or the repartition
-topics, and a commit no longer stalls the poll loop. One checkpoint is in flight at a time. A crash between 3 and 6 replays at most one flush interval: state rebuilt
+topics, and a commit no longer stalls the poll loop. One checkpoint is in flight at a time.
+A failure anywhere (a store down, a bad write) stops the process with no further commit, not
+even the one leaving the group would make, so the next owner replays what was not stored. A crash between 3 and 6 replays at most one flush interval: state rebuilt
 from Kafka up to the committed offsets (``streaming.restore``) plus id de-duplication makes the
 replay converge to the same online values (the offline log may hold a replayed row twice;
 its readers de-duplicate by event id).
@@ -101,6 +103,7 @@ class StreamRunner:
         self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
         self._uncommitted = False  # records processed after the last checkpoint started
         self._checkpoint: _Checkpoint | None = None
+        self._failed = False  # set when closing after an error: no commit may follow
         self._pending_restore: list[TopicPartition] = []  # assigned, state not yet rebuilt
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
         # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
@@ -125,6 +128,8 @@ class StreamRunner:
     # the restore of new partitions runs on the polling thread before their first record.
     def begin_revoke(self):
         """Steps 3-5 for everything processed, then the offsets' commit request (a future), or None."""
+        if self._failed:  # closing after a failure: nothing more is committed
+            return None
         pending = self._uncommitted or self._checkpoint is not None
         if self._checkpoint is not None:  # its offsets are covered by the commit below
             checkpoint, self._checkpoint = self._checkpoint, None
@@ -204,8 +209,12 @@ class StreamRunner:
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
-        finally:
-            self.close()
+        except BaseException:
+            # A failed write (or anything else) must not be followed by a commit: the offsets would
+            # cover records whose features never reached a store. The next owner replays them.
+            self.close(commit=False)
+            raise
+        self.close()
         return self.stats
 
     @property
@@ -383,12 +392,21 @@ class StreamRunner:
         except Exception as exc:  # lag is best effort: never stop consuming because of it
             log.debug("lag check failed: %s", exc)
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Commit everything processed (unless ``commit`` is false: after a failure) and release the clients."""
+        self._failed = self._failed or not commit
         try:
-            self.commit()
+            if commit:
+                try:
+                    self.commit()
+                except BaseException:
+                    self._failed = True
+                    raise
+            elif self._checkpoint is not None:  # let its files finish; its offsets stay uncommitted
+                self._checkpoint.done.wait(timeout=60)
         finally:
             self.writer.close()
-            self.consumer.close()
+            self.consumer.close(autocommit=False)  # leaving the group calls the revoke callback: see _failed
             self.producer.close()
 
 

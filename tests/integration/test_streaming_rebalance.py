@@ -72,3 +72,31 @@ def test_member_joining_while_work_is_uncommitted_gets_it_committed_at_the_revok
         stop.set()
         member.join(timeout=30)
         runner.close()
+
+
+def test_a_failed_online_write_stops_the_engine_without_committing(tmp_path, kafka_broker, unique):
+    """Redis goes away: the write fails, ``run`` raises, and no offset covers the unwritten records."""
+    from rtml.local.redis import LocalRedis
+
+    data = generate_transactions(n_customers=20, n_terminals=40, n_days=5, start_date="2018-04-01", radius=12.0, seed=5)
+    redis = LocalRedis(tmp_path / "redis").start()
+    group = f"fail-{unique}"
+    settings = StreamingSettings(home=tmp_path, kafka_bootstrap=kafka_broker.bootstrap, group_id=group,
+                                 topic_prefix=f"{unique}-", metrics_port=0, partitions=2,
+                                 redis_connection=redis.connection, offline_flush_s=0.2)
+    try:
+        apply_definitions(settings)
+        runner = StreamRunner(settings)
+        sources = [t for t, s in runner.topology.items() if s.is_source]
+        events = list(to_events(data))
+        produce_events(settings, events)
+    finally:
+        redis.stop()
+    with pytest.raises(Exception) as failure:
+        runner.run(max_seconds=120)
+    chain, exc = [], failure.value  # the write error itself, or a Kafka error raised from it (in a rebalance callback)
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__cause__
+    assert any(type(e).__module__.startswith("redis") for e in chain), chain
+    assert group_lag(settings, group, sources)[0] == len(events)  # nothing committed: a restart replays it all
