@@ -80,8 +80,11 @@ def encoded(events) -> list[tuple[str, bytes, bytes]]:
     return [(e.topic, e.key, orjson.dumps(e.value)) for e in events]
 
 
-def send_all(settings, records, rate: float | None = None) -> None:
-    """Produce pre-encoded records, at most ``rate`` per second (runs in a child process for (b))."""
+def send_all(settings, records, rate: float | None = None, cpu_used=None) -> None:
+    """Produce pre-encoded records, at most ``rate`` per second (runs in a child process for (b)).
+
+    ``cpu_used`` (a shared ``multiprocessing.Value``) gets the CPU seconds the producing took.
+    """
     producer = make_producer(settings, linger_ms=2)
     bucket = TokenBucket(rate) if rate else None
     for topic, key, value in records:
@@ -90,12 +93,38 @@ def send_all(settings, records, rate: float | None = None) -> None:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
+    if cpu_used is not None:
+        cpu_used.value = cpu_seconds()
 
 
 def start_producer(settings, records, rate: float) -> mp.Process:
-    proc = mp.get_context("fork").Process(target=send_all, args=(settings, records, rate), daemon=True)
+    ctx = mp.get_context("fork")
+    cpu_used = ctx.Value("d", 0.0)
+    proc = ctx.Process(target=send_all, args=(settings, records, rate, cpu_used), daemon=True)
+    proc.cpu_used = cpu_used
     proc.start()
     return proc
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """Cores each party kept busy during a rate-limited phase: the engine (or baseline), broker and producer."""
+
+    def __init__(self, broker_pid: int) -> None:
+        self.broker_pid = broker_pid
+        self.t0, self.own0, self.broker0 = time.monotonic(), cpu_seconds(), process_cpu_seconds(broker_pid)
+
+    def result(self, producer: mp.Process) -> dict:
+        wall = time.monotonic() - self.t0
+        return {"engine": round((cpu_seconds() - self.own0) / wall, 2),
+                "broker": round((process_cpu_seconds(self.broker_pid) - self.broker0) / wall, 2),
+                "producer": round(producer.cpu_used.value / wall, 2), "machine_cores": os.cpu_count()}
 
 
 def start_broker(root: Path) -> LocalKafka:
@@ -186,16 +215,17 @@ def drive(step, until_consumed, producer: mp.Process, limit_s: float) -> None:
         step()
 
 
-def rtml_freshness(runner: StreamRunner, fresh: Freshness, settings, records, rate: float) -> dict:
+def rtml_freshness(runner: StreamRunner, fresh: Freshness, settings, records, rate: float, broker_pid: int) -> dict:
     target = runner.stats.consumed + len(records)
     fresh.values = []
+    cpu = CpuShare(broker_pid)
     producer = start_producer(settings, records, rate)
     drive(runner.step, lambda: runner.stats.consumed >= target and runner.caught_up_with_own_forwards, producer,
           len(records) / rate + 30)
     runner.commit()
     values, fresh.values = fresh.values, None
     producer.join(timeout=10)
-    return {"rate": round(rate), "events": len(records), **percentiles(values)}
+    return {"rate": round(rate), "events": len(records), **percentiles(values), "cpu_cores": cpu.result(producer)}
 
 
 # -- baseline: a plain consumer loop pushing each micro-batch through Feast ------------------
@@ -290,15 +320,16 @@ def baseline_throughput(base: PushBaseline, limit_s: float) -> dict:
             "note": f"time-limited to {limit_s:.0f}s of the same stream"}
 
 
-def baseline_freshness(base: PushBaseline, fresh: Freshness, settings, records, rate: float) -> dict:
+def baseline_freshness(base: PushBaseline, fresh: Freshness, settings, records, rate: float, broker_pid: int) -> dict:
     base.position_at_end()
     target = base.consumed + len(records)
     fresh.values = []
+    cpu = CpuShare(broker_pid)
     producer = start_producer(settings, records, rate)
     drive(base.step, lambda: base.consumed >= target, producer, len(records) / rate + 30)
     values, fresh.values = fresh.values, None
     producer.join(timeout=10)
-    return {"rate": round(rate), "events": len(records), **percentiles(values)}
+    return {"rate": round(rate), "events": len(records), **percentiles(values), "cpu_cores": cpu.result(producer)}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -364,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key, r in (("at_50pct", 0.5 * rate), ("at_90pct", 0.9 * rate), ("at_5000", 5000.0)):
             print(f"(b) rtml freshness at {r:,.0f} events/s ...", flush=True)
             batch = encoded(itertools.islice(stream, int(r * args.phase_seconds)))
-            result["rtml"]["freshness"][key] = rtml_freshness(runner, fresh, settings, batch, r)
+            result["rtml"]["freshness"][key] = rtml_freshness(runner, fresh, settings, batch, r, broker.proc.pid)
         runner.close()
 
         print("baseline throughput ...", flush=True)
@@ -375,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
         brate = 0.5 * btp["events_per_s"]
         print(f"baseline freshness at {brate:,.0f} events/s ...", flush=True)
         batch = encoded(itertools.islice(stream, int(brate * args.phase_seconds)))
-        result["baseline"]["freshness"]["at_50pct"] = baseline_freshness(base, fresh, base_settings, batch, brate)
+        result["baseline"]["freshness"]["at_50pct"] = baseline_freshness(base, fresh, base_settings, batch, brate, broker.proc.pid)
         base.close()
     finally:
         broker.stop()
@@ -384,6 +415,12 @@ def main(argv: list[str] | None = None) -> dict:
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     print()
     print(table(result))
+    print("\ncores kept busy during the rate-limited phases (engine / broker / producer, of "
+          f"{os.cpu_count()}):")
+    for name in ("rtml", "baseline"):
+        for key, f in result[name]["freshness"].items():
+            c = f["cpu_cores"]
+            print(f"  {name:8} {key:9} {f['rate']:>6,}/s: {c['engine']:.2f} / {c['broker']:.2f} / {c['producer']:.2f}")
     print(f"\nmemory: {result['memory']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(args.out.read_text()) if args.out.exists() else {}

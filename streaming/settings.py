@@ -43,6 +43,6 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
                           "topic (terminal windows from customer-keyed transactions), so several engine processes can "
                           "share the partitions. Off saves a hop per event, but then one process must own every partition.")
     check_crcs: bool = Field(
-        False, description="Verify record CRCs on fetch (pure Python in kafka-python: about a third of the consume cost; "
-                           "off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")
+        False, description="Verify record CRCs on fetch (about a tenth of the consume cost with the native crc32c "
+                           "package; off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")
     partitions: int = Field(4, description="Partitions for topics the engine creates when they do not exist.")
