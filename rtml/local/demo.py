@@ -116,9 +116,9 @@ def run_demo(settings: RuntimeSettings, cfg: DemoConfig = DemoConfig()) -> dict:
         from rtml_common.kafka import make_producer
 
         producer = make_producer(kafka)
-        producer.send("transactions", b"{not json")
-        producer.send("transactions", json.dumps({"transaction_id": 1, "tx_amount": "12.5"}).encode())
-        producer.flush()
+        producer.send(kafka.topic("transactions"), b"{not json")
+        producer.send(kafka.topic("transactions"), json.dumps({"transaction_id": 1, "tx_amount": "12.5"}).encode())
+        producer.close()  # flushes; an open client would keep refreshing metadata after the broker stops
         _say(f"produced {n_events} events ({len(history)} transactions, {int(history['TX_FRAUD'].sum())} frauds) in {time.monotonic() - t0:.1f}s")
         # Every topic the engine reads, its repartition topic included: terminal features come from there.
         engine_topics = list(build_topology(SOURCES, AGGREGATIONS, kafka.topic))
