@@ -104,13 +104,17 @@ class StreamRunner:
         self._uncommitted = False  # records processed after the last checkpoint started
         self._checkpoint: _Checkpoint | None = None
         self._failed = False  # set when closing after an error: no commit may follow
-        self._pending_restore: list[TopicPartition] = []  # assigned, state not yet rebuilt
+        self._pending_restore: list[TopicPartition] | None = None  # assigned, state not yet rebuilt
         self._record_ts: list[int] = []  # Kafka timestamps of records not yet covered by an online write
         # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
         self.consumer = make_consumer(settings, list(self.topology), settings.group_id, listener=_Rebalance(self),
                                       max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs,
                                       partition_assignment_strategy=(RangePartitionAssignor,),
                                       max_poll_interval_ms=int((settings.restore_timeout_s + 60) * 1000))
+        # The first join assigns from this consumer's metadata: fetch it before the first poll, or the
+        # leader assigns nothing and the group rebalances again the moment the metadata arrives.
+        for topic in self.topology:
+            self.consumer.partitions_for_topic(topic)
 
     def _create_topics(self) -> None:
         s = self.settings
@@ -155,7 +159,7 @@ class StreamRunner:
         self.engine.reset()
         self._watermarks.clear()
         self._record_ts.clear()
-        self._pending_restore = []
+        self._pending_restore = None
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Note the new assignment; ``step`` rebuilds its state before processing any of its records."""
@@ -225,8 +229,8 @@ class StreamRunner:
     def step(self) -> int:
         """One poll cycle; returns the number of records polled."""
         polled = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch_records)
-        if self._pending_restore:  # assigned during this poll: state first, then the records
-            assigned, self._pending_restore = self._pending_restore, []
+        if self._pending_restore is not None:  # assigned during this poll: state first, then the records
+            assigned, self._pending_restore = self._pending_restore, None
             self._restore(assigned)
         t0 = time.perf_counter()
         n = 0
