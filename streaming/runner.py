@@ -23,10 +23,11 @@ while polling goes on; once it is done, the polling thread commits the snapshot 
 committed offsets never run ahead of the online store, the offline log or the repartition
 topics, and a commit no longer stalls the poll loop. One checkpoint is in flight at a time.
 A failure anywhere (a store down, a bad write) stops the process with no further commit, not
-even the one leaving the group would make, so the next owner replays what was not stored. A crash between 3 and 6 replays at most one flush interval: state rebuilt
-from Kafka up to the committed offsets (``streaming.restore``) plus id de-duplication makes the
-replay converge to the same online values (the offline log may hold a replayed row twice;
-its readers de-duplicate by event id).
+even the one leaving the group would make, so the next owner replays what was not stored.
+A crash between 3 and 6 replays at most one flush interval: state rebuilt from Kafka up to the
+committed offsets (``streaming.restore``) plus id de-duplication makes the replay converge to
+the same online values (the offline log may hold a replayed row twice; its readers
+de-duplicate by event id).
 
 Rebalances: before partitions are revoked, everything is committed (steps 3-6, the offsets
 through an awaited ``commit_async``: the callback runs on kafka-python's IO thread) and the state
