@@ -86,7 +86,8 @@ class OnlineWriter:
 
     ``submit`` hands over a batch (waiting for the previous one first) and returns its ticket,
     ``busy`` says whether a write is running, ``wait(ticket)`` blocks until that write (default:
-    everything submitted) is stored and re-raises a failed write's error. ``listener(done_at, record_timestamps_ms)`` hears each finished write.
+    everything submitted) is stored and re-raises a failed write's error.
+    ``listener(done_at, record_timestamps_ms)`` hears each finished write.
     ``mode`` ``native`` writes Feast's layout directly where ``streaming.online_native`` knows the
     store (SQLite, Redis) and through Feast elsewhere; ``feast`` always writes through Feast.
     ``kind`` says which path writes: ``native-sqlite``, ``native-redis`` or ``feast``.

@@ -262,7 +262,9 @@ class SqliteNativeWriter:
         self.views = {name: _ViewCodec(s, config.entity_key_serialization_version, True) for name, s in specs.items()}
         self.tables = {name: (compute_table_id(config.project, s.view, versioning).replace('"', '""'), s.features)
                        for name, s in specs.items()}
-        self.chunk = {name: max(1, _MAX_SQL_VARIABLES // (2 + 2 * len(s.features))) for name, s in specs.items()}
+        # Bound variables per entity: its key, its timestamp, and (value, value_text) per feature.
+        self.per_entity = {name: 2 + 2 * len(s.features) for name, s in specs.items()}
+        self.chunk = {name: max(1, _MAX_SQL_VARIABLES // k) for name, k in self.per_entity.items()}
         self._sql: dict[tuple[str, int], str] = {}  # (view, entities) -> statement
         self._event_ts = sqlite_event_ts()
 
@@ -270,7 +272,7 @@ class SqliteNativeWriter:
         sql = self._sql.get((view, entities))
         if sql is None:
             table, features = self.tables[view]
-            sql = self._sql[(view, entities)] = _upsert_sql(table, features, entities)
+            sql = self._sql[(view, entities)] = _upsert_sql(table, features, self.per_entity[view], entities)
         return sql
 
     def write(self, view: str, rows: Rows) -> None:
@@ -285,8 +287,7 @@ class SqliteNativeWriter:
         # One statement per chunk of entities, not one per entity: sqlite3 lets go of the GIL for
         # every statement it steps, and winning it back from the busy consume loop costs up to a
         # switch interval (5 ms) each time, which made a 4,000-row write take a second.
-        n, chunk = len(rows), self.chunk[view]
-        per_entity = len(params) // n if n else 0
+        n, chunk, per_entity = len(rows), self.chunk[view], self.per_entity[view]
         with self.conn:  # one transaction: committed on success, rolled back on error
             for start in range(0, n, chunk):
                 k = min(chunk, n - start)
@@ -297,9 +298,8 @@ class SqliteNativeWriter:
 _MAX_SQL_VARIABLES = 999
 
 
-def _upsert_sql(table: str, features, entities: int) -> str:
+def _upsert_sql(table: str, features, per_entity: int, entities: int) -> str:
     """A multi-row upsert of ``entities`` entities, each one row per feature, in Feast's column order."""
-    per_entity = 2 + 2 * len(features)
     groups = []
     for e in range(entities):
         base = e * per_entity

@@ -143,9 +143,7 @@ class StreamRunner:
             return None
         if self._record_ts:
             self._write_online(time.monotonic())
-        self.writer.wait()
-        metrics.OFFLINE_ROWS.inc(self.offline.flush())
-        self.producer.flush()
+        self._store(self.writer.last_ticket, self.offline.take())
         return self.consumer.commit_async()
 
     def end_revoke(self, committed: bool, error: BaseException | None = None) -> None:
@@ -371,11 +369,13 @@ class StreamRunner:
         self._uncommitted = False
         self._last_flush = now
 
-        def steps_3_to_5() -> None:
-            self.writer.wait(ticket)  # 3: the online write that covers the snapshot
-            metrics.OFFLINE_ROWS.inc(self.offline.write(tables))  # 4
-            self.producer.flush()  # 5: dead letters and re-keyed events
-        self._checkpoint = _Checkpoint(offsets, steps_3_to_5)
+        self._checkpoint = _Checkpoint(offsets, lambda: self._store(ticket, tables))
+
+    def _store(self, ticket: int, tables: dict[str, list[dict]]) -> None:
+        """Steps 3-5 for what a checkpoint covers: the online write ``ticket``, the offline ``tables``, the producer."""
+        self.writer.wait(ticket)  # 3: the online write that covers the snapshot
+        metrics.OFFLINE_ROWS.inc(self.offline.write(tables))  # 4
+        self.producer.flush()  # 5: dead letters and re-keyed events
 
     def _finish_checkpoint(self) -> None:
         """Step 6: commit the snapshot once steps 3-5 are done (their error stops the process uncommitted)."""
