@@ -238,6 +238,8 @@ def baseline_store(settings):
     from feature_repo.definitions import build_definitions
     from feature_repo.store import open_store
 
+    # Feast's file (dask) store appends a push to the view's file; the DuckDB store has no append.
+    settings = settings.model_copy(update={"offline_store_type": "file"})
     objects = build_definitions(settings.offline_path)
     settings.offline_path.mkdir(parents=True, exist_ok=True)
     for view in (o for o in objects if isinstance(o, FeatureView)):

@@ -52,7 +52,7 @@ def train_op(train_set: Input[Dataset], validation_set: Input[Dataset], seed: in
     export(result, train, config, Path(model.path))
     model.metadata["framework"] = "pytorch-torchscript"
     metrics.log_metric("best_epoch", result.best_epoch)
-    metrics.log_metric("validation_ap", max(h["validation_ap"] for h in result.history))
+    metrics.log_metric("validation_ap", max(h["validation_ap"] for h in result.history if "validation_ap" in h))
     metrics.log_metric("train_seconds", round(result.seconds, 3))
 
 

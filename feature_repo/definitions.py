@@ -44,7 +44,9 @@ def _entity(agg: EntityAggregation) -> Entity:
 def _feature_view(agg: EntityAggregation, offline_dir: Path) -> FeatureView:
     batch = FileSource(
         name=f"{agg.feature_view}_log",
-        path=str(offline_dir / agg.feature_view),
+        # The log keeps one directory per event date (feature_repo/offline_log.py); the glob reads them all,
+        # for both the DuckDB and the dask offline store.
+        path=str(offline_dir / agg.feature_view / "*" / "*.parquet"),
         timestamp_field=TIMESTAMP_FIELD,
     )
     push = PushSource(name=f"{agg.feature_view}_push", batch_source=batch)
