@@ -142,10 +142,15 @@ class LocalRegistry:
 
 
 class KubeflowModelRegistry(LocalRegistry):
-    """Keeps the local layout (serving reads it) and records every version in the Kubeflow Model Registry too."""
+    """Keeps the local layout (serving reads it) and records every version in the Kubeflow Model Registry too.
+
+    Each version there carries its metrics, code version and stage as custom properties; stage
+    changes (promote, rollback, canary) are mirrored, and archived versions get state ARCHIVED.
+    """
 
     def __init__(self, root: Path, server: str, port: int = 443, author: str = "rtml", storage_uri_prefix: str = "",
-                 is_secure: bool = True):
+                 is_secure: bool | None = None):
+        """``server`` with its scheme (``https://...`` or ``http://...``); TLS follows the scheme unless ``is_secure``."""
         super().__init__(root)
         try:
             from model_registry import ModelRegistry
@@ -154,15 +159,43 @@ class KubeflowModelRegistry(LocalRegistry):
                                      "package is not installed (pip install model-registry)") from exc
         self.client = ModelRegistry(server, port, author=author, is_secure=is_secure)
         self.storage_uri_prefix = storage_uri_prefix or self.root.as_uri()
+        self._mirror_stages = True
 
     def register(self, name, model_file, metrics, lineage, defaults, threshold=0.5, stage="candidate") -> dict:
-        meta = super().register(name, model_file, metrics, lineage, defaults, threshold, stage)
+        before = self.stages(name)
+        self._mirror_stages = False  # the new version does not exist there yet: it is created below with its stage
+        try:
+            meta = super().register(name, model_file, metrics, lineage, defaults, threshold, stage)
+        finally:
+            self._mirror_stages = True
         self.client.register_model(
             name, f"{self.storage_uri_prefix.rstrip('/')}/{name}/{meta['version']}/{MODEL_FILE}",
             model_format_name="pytorch", model_format_version="torchscript", version=meta["version"],
             metadata={k: v for k, v in {**meta["metrics"], "stage": stage, "code_version": lineage.get("code_version", "")}.items()
                       if isinstance(v, (str, int, float, bool))})
+        self._mirror(name, before, {v: s for v, s in self.stages(name).items() if v != meta["version"]})
         return meta
+
+    def set_stage(self, name: str, version: str, stage: str) -> dict[str, str]:
+        before = self.stages(name)
+        stages = super().set_stage(name, version, stage)
+        if self._mirror_stages:
+            self._mirror(name, before, stages)
+        return stages
+
+    def _mirror(self, name: str, before: dict[str, str], after: dict[str, str]) -> None:
+        """Write every stage that changed (a new champion also archives the old one) to the server."""
+        from model_registry.types import ModelVersionState
+
+        for version, stage in after.items():
+            if before.get(version) == stage:
+                continue
+            found = self.client.get_model_version(name, version)
+            if found is None:
+                raise NotFoundError(f"model {name!r} version {version} is in {self.root} but not in the Kubeflow Model Registry")
+            found.custom_properties = {**(found.custom_properties or {}), "stage": stage}
+            found.state = ModelVersionState.ARCHIVED if stage == "archived" else ModelVersionState.LIVE
+            self.client.update(found)
 
 
 def open_registry(root: Path, model_registry_server: str | None = None, model_registry_port: int = 443,

@@ -47,7 +47,8 @@ def _artifacts(run_dir: Path | None) -> dict[str, str]:
 
 def run_local(home: Path, offline_dir: Path, registry_dir: Path, train_start: str, train_days: int = 7, delay_days: int = 7,
               test_days: int = 7, model_name: str = "fraud-detector", seed: int = 0, max_epochs: int = 40,
-              tolerance: float = 0.01, canary_percent: int = 10, device: str = "auto", pipeline_root: Path | None = None) -> dict:
+              tolerance: float = 0.01, canary_percent: int = 10, device: str = "auto", pipeline_root: Path | None = None,
+              model_registry_server: str = "", model_registry_port: int = 443) -> dict:
     """Run the training pipeline with kfp.local in this interpreter.
 
     Returns ``{"version", "action", "metrics" (candidate/champion), "decision", "artifacts" (path per step output),
@@ -60,7 +61,8 @@ def run_local(home: Path, offline_dir: Path, registry_dir: Path, train_start: st
         task = training_pipeline(feast_home=str(home), offline_dir=str(offline_dir), registry_dir=str(registry_dir),
                                  train_start=train_start, train_days=train_days, delay_days=delay_days, test_days=test_days,
                                  model_name=model_name, seed=seed, max_epochs=max_epochs, device=device,
-                                 tolerance=tolerance, canary_percent=canary_percent)
+                                 tolerance=tolerance, canary_percent=canary_percent,
+                                 model_registry_server=model_registry_server, model_registry_port=model_registry_port)
     except RuntimeError as exc:
         raise PipelineRunError(f"training pipeline failed: {exc} (step logs above)") from exc
     run_dir = _latest_run_dir(pipeline_root, training_pipeline.name)

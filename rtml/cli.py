@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                             cron=args.recurring)
     else:
         result = run.run_local(home=settings.home, offline_dir=settings.offline_path, registry_dir=settings.registry_path,
-                               train_start=args.train_start, model_name=settings.model_name)
+                               train_start=args.train_start, model_name=settings.model_name,
+                               model_registry_server=settings.model_registry_server, model_registry_port=settings.model_registry_port)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -119,10 +120,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from components.registry import LocalRegistry
+    from components.registry import open_registry
 
     settings = _settings(args)
-    registry = LocalRegistry(settings.registry_path)
+    # With RTML_MODEL_REGISTRY_SERVER set, promotions and rollbacks are mirrored to the Kubeflow Model Registry.
+    registry = open_registry(settings.registry_path, settings.model_registry_server or None, settings.model_registry_port)
     name = args.name or settings.model_name
     if args.action == "promote":
         print(json.dumps(registry.promote(name, args.version), indent=2))
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "pipelines" / "compiled"))
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("models", help="the local model registry: list versions, promote one, roll back")
+    p = sub.add_parser("models", help="the model registry: list versions, promote one, roll back")
     p.add_argument("action", choices=["list", "promote", "rollback"])
     p.add_argument("--name", help="model name (default RTML_MODEL_NAME)")
     p.add_argument("--version", help="promote: required; rollback: the version to return to (default: the previous champion)")

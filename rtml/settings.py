@@ -19,6 +19,9 @@ class RuntimeSettings(KafkaSettings, FeatureStoreSettings):
 
     kafka_bootstrap: str = Field("", description="Existing Kafka cluster; empty starts a local KRaft broker.")
     registry_dir: Path | None = Field(None, description="Local model registry directory; <home>/registry when unset.")
+    model_registry_server: str = Field(
+        "", description="Kubeflow Model Registry REST address with scheme (https://...); empty keeps the local registry only.")
+    model_registry_port: int = Field(443, description="Port of the Kubeflow Model Registry server.")
     model_name: str = Field("fraud-detector", description="Name models are registered and served under.")
     http_port: int = Field(8080, description="V2 REST port of the local model server.")
     grpc_port: int = Field(8081, description="V2 gRPC port of the local model server.")
