@@ -38,7 +38,7 @@ def dataset_op(feast_home: str, offline_dir: str, train_start: str, train_days: 
 
 @component
 def train_op(train_set: Input[Dataset], validation_set: Input[Dataset], seed: int, max_epochs: int, device: str,
-             model: Output[Model], metrics: Output[Metrics]):
+             model: Output[Model], metrics: Output[Metrics], refit: bool = True):
     """Feed-forward network with normalisation inside the exported TorchScript module."""
     from pathlib import Path
 
@@ -47,7 +47,7 @@ def train_op(train_set: Input[Dataset], validation_set: Input[Dataset], seed: in
     from components.train import TrainConfig, export, train_model
 
     train = pd.read_parquet(train_set.path)
-    config = TrainConfig(seed=seed, max_epochs=max_epochs, device=device)
+    config = TrainConfig(seed=seed, max_epochs=max_epochs, device=device, refit=refit)
     result = train_model(train, pd.read_parquet(validation_set.path), config)
     export(result, train, config, Path(model.path))
     model.metadata["framework"] = "pytorch-torchscript"

@@ -19,6 +19,7 @@ def training_pipeline(
     model_name: str = "fraud-detector",
     seed: int = 0,
     max_epochs: int = 40,
+    refit: bool = True,
     device: str = "auto",
     tolerance: float = 0.01,
     canary_percent: int = 10,
@@ -33,7 +34,7 @@ def training_pipeline(
                       delay_days=delay_days, test_days=test_days, seed=seed)
     data.set_display_name("point-in-time dataset")
     trained = train_op(train_set=data.outputs["train_set"], validation_set=data.outputs["validation_set"], seed=seed,
-                       max_epochs=max_epochs, device=device)
+                       max_epochs=max_epochs, refit=refit, device=device)
     trained.set_display_name("train")
     evaluated = evaluate_op(test_set=data.outputs["test_set"], model=trained.outputs["model"], registry_dir=registry_dir,
                             model_name=model_name)
