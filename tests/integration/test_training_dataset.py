@@ -54,7 +54,7 @@ def test_duckdb_store_joins_every_transaction_with_its_features_as_of_its_time(l
 
 def test_file_store_agrees_on_every_row_it_returns(logged):
     """Feast 0.67's dask store may drop a transaction whose card has another in the same second (it did for 3 of
-    300k in a month of simulated data); every row it returns equals the DuckDB store's."""
+    128k in a week's sets of simulated data); every row it returns equals the DuckDB store's."""
     root, tx = logged
     duck, dask = (pd.concat([s.train, s.validation, s.test]).set_index("transaction_id").sort_index()
                   for s in (_sets(root, "duckdb"), _sets(root, "file")))
