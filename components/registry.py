@@ -110,20 +110,25 @@ class LocalRegistry:
                 break
             except OSError:
                 continue
-        self.set_stage(name, version, stage)
+        self._put_stage(name, version, stage)
         return meta
 
     def set_stage(self, name: str, version: str, stage: str) -> dict[str, str]:
         """Put one version in a stage; a new champion archives the previous one. Returns all stages."""
+        return self._put_stage(name, version, stage)[1]
+
+    def _put_stage(self, name: str, version: str, stage: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Write one version's stage (archiving the previous champion for a new one); returns the stages before and after."""
         if stage not in STAGES:
             raise InvalidInputError(f"unknown stage {stage!r}; expected one of {STAGES}")
         self.metadata(name, version)
-        stages = self.stages(name)
+        before = self.stages(name)
+        stages = dict(before)
         if stage == "champion":
             stages = {v: ("archived" if s == "champion" else s) for v, s in stages.items()}
         stages[str(version)] = stage
         _write_json(self._model_dir(name) / STAGES_FILE, stages)
-        return stages
+        return before, stages
 
     def promote(self, name: str, version: str) -> dict[str, str]:
         """Make ``version`` the champion (the previous champion is archived)."""
@@ -159,15 +164,11 @@ class KubeflowModelRegistry(LocalRegistry):
                                      "package is not installed (pip install model-registry)") from exc
         self.client = ModelRegistry(server, port, author=author, is_secure=is_secure)
         self.storage_uri_prefix = storage_uri_prefix or self.root.as_uri()
-        self._mirror_stages = True
 
     def register(self, name, model_file, metrics, lineage, defaults, threshold=0.5, stage="candidate") -> dict:
         before = self.stages(name)
-        self._mirror_stages = False  # the new version does not exist there yet: it is created below with its stage
-        try:
-            meta = super().register(name, model_file, metrics, lineage, defaults, threshold, stage)
-        finally:
-            self._mirror_stages = True
+        # The local register writes stages without mirroring (the version is created there below, with its stage).
+        meta = super().register(name, model_file, metrics, lineage, defaults, threshold, stage)
         self.client.register_model(
             name, f"{self.storage_uri_prefix.rstrip('/')}/{name}/{meta['version']}/{MODEL_FILE}",
             model_format_name="pytorch", model_format_version="torchscript", version=meta["version"],
@@ -177,11 +178,9 @@ class KubeflowModelRegistry(LocalRegistry):
         return meta
 
     def set_stage(self, name: str, version: str, stage: str) -> dict[str, str]:
-        before = self.stages(name)
-        stages = super().set_stage(name, version, stage)
-        if self._mirror_stages:
-            self._mirror(name, before, stages)
-        return stages
+        before, after = self._put_stage(name, version, stage)
+        self._mirror(name, before, after)
+        return after
 
     def _mirror(self, name: str, before: dict[str, str], after: dict[str, str]) -> None:
         """Write every stage that changed (a new champion also archives the old one) to the server."""

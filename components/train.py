@@ -185,15 +185,16 @@ def train_model(train: pd.DataFrame, validation: pd.DataFrame, config: TrainConf
     if config.threads and device.type == "cpu":
         torch.set_num_threads(config.threads)
     x_np, y_np = matrix(train), train["tx_fraud"].to_numpy(np.float32)
-    checked = (torch.as_tensor(matrix(validation), device=device), validation["tx_fraud"].to_numpy())
+    xv_np, yv_np = matrix(validation), validation["tx_fraud"].to_numpy(np.float32)
+    checked = (torch.as_tensor(xv_np, device=device), validation["tx_fraud"].to_numpy())
+    if config.refit:
+        x_all, y_all = np.concatenate([x_np, xv_np]), np.concatenate([y_np, yv_np])
     members, history, epochs = [], [], []
     for seed in range(config.seed, config.seed + config.ensemble):
         model, seen, best_epoch = _fit(x_np, y_np, config, seed, device, checked, config.max_epochs)
         history += seen
         if config.refit:
-            model, seen, _ = _fit(np.concatenate([x_np, matrix(validation)]),
-                                  np.concatenate([y_np, validation["tx_fraud"].to_numpy(np.float32)]),
-                                  config, seed, device, None, best_epoch)
+            model, seen, _ = _fit(x_all, y_all, config, seed, device, None, best_epoch)
             history += [{**h, "refit": True} for h in seen]
         members.append(model)
         epochs.append(best_epoch)
