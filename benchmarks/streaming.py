@@ -48,6 +48,7 @@ from rtml.local.redis import LocalRedis
 from rtml.simulator import TokenBucket, generate_transactions, to_events
 from rtml_common.kafka import make_consumer, make_producer
 from streaming.engine import FeatureEngine
+from streaming.process import tune_interpreter
 from streaming.runner import StreamRunner
 from streaming.settings import StreamingSettings
 from streaming.validation import InvalidEvent, decoder_for
@@ -286,7 +287,7 @@ class PushBaseline:
         for agg in self.engine.aggregations:
             batch = rows.get(agg.feature_view)
             if batch:
-                df = pd.DataFrame(batch)
+                df = self.engine.offline_frame(agg.feature_view, batch)
                 df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], unit="s", utc=True)
                 self.store.push(f"{agg.feature_view}_push", df, to=self.mode)
         for dirty in self.engine._dirty.values():
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
         store = apply_definitions(settings)
         fresh = Freshness()
         runner = StreamRunner(settings, store=store, write_listener=fresh)
+        tune_interpreter(settings)  # as `python -m streaming` does: this process is the engine's
         df = generate_transactions(n_customers=5000, n_terminals=10000, n_days=120, seed=7)
         stream = to_events(df)
         records = encoded(itertools.islice(stream, args.events))

@@ -64,12 +64,16 @@ class OfflineLog:
         return written
 
     def _write(self, table: str, day: str, part: pd.DataFrame) -> None:
+        self._write_arrow(table, day, pa.Table.from_pandas(part, preserve_index=False))
+
+    def _write_arrow(self, table: str, day: str, part: pa.Table) -> None:
+        """One new file ``<table>/<day>/part-<writer>-<seq>.parquet``, renamed into place once complete."""
         directory = self.root / table / day
         directory.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         name = f"part-{self.writer_id}-{self._seq:08d}.parquet"
         tmp = directory / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp)
+        pq.write_table(part, tmp)
         os.replace(tmp, directory / name)
 
 

@@ -10,6 +10,7 @@ import threading
 from prometheus_client import start_http_server
 
 from streaming.metrics import REGISTRY
+from streaming.process import tune_interpreter
 from streaming.runner import StreamRunner
 from streaming.settings import StreamingSettings
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runner = StreamRunner(settings)  # state is rebuilt per assigned partition (streaming.restore)
+    tune_interpreter(settings)
     stats = runner.run(stop=stop, idle_timeout_s=args.idle_timeout)
     logging.getLogger("streaming").info("stopped: %s", stats)
 

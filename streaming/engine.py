@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
+import pandas as pd
+
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from streaming.topology import Stream
@@ -41,7 +43,8 @@ class _Route:
 class FeatureEngine:
     """Keeps window state per (aggregation, entity) and derives feature rows from events.
 
-    ``apply(stream, event)`` updates state and returns offline rows for that event;
+    ``apply(stream, event)`` updates state and returns offline rows for that event (dicts for raw
+    events, lists for feature rows: see ``offline_columns`` and ``offline_frame``);
     ``drain_online()`` returns the latest features of every entity touched since the last
     call (one row per entity, at the entity's latest event time), ready for the online store.
 
@@ -76,6 +79,15 @@ class FeatureEngine:
                             agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view],
                             src.log_time))
         self._since_sweep = 0
+        self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
+
+    def offline_columns(self, table: str) -> tuple[str, ...] | None:
+        """Column names of a feature view's offline rows (lists: features, join key, event time); None for raw tables (dicts)."""
+        return self._view_columns.get(table)
+
+    def offline_frame(self, table: str, rows: list) -> pd.DataFrame:
+        """Offline rows of ``table`` as ``apply`` produced them, as a DataFrame (times still epoch seconds)."""
+        return pd.DataFrame(rows, columns=self.offline_columns(table))
 
     def timestamp_columns(self, table: str) -> tuple[str, ...]:
         """Columns of an offline table that hold epoch seconds (the writer turns them into UTC timestamps)."""
@@ -108,9 +120,9 @@ class FeatureEngine:
                 value = float(event[r.value_field]) if r.value_field else 0.0
                 if not st.add_event(event[r.id_field], ts, value):
                     continue  # a replay: already counted
-                row = r.plan.row(st, ts)
-                row[r.join_key] = entity_id
-                row[EVENT_TIMESTAMP] = ts
+                row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
+                row.append(entity_id)
+                row.append(ts)
                 rows = out.get(r.view)
                 if rows is None:
                     rows = out[r.view] = []

@@ -46,3 +46,8 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         False, description="Verify record CRCs on fetch (about a tenth of the consume cost with the native crc32c "
                            "package; off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")
     partitions: int = Field(4, description="Partitions for topics the engine creates when they do not exist.")
+    gc_young_objects: int = Field(
+        50_000, ge=0, description="Allocations between two young-generation collections of CPython's cyclic GC (Python's "
+                                  "default is 700); start-up objects are frozen out of collection. 0 keeps Python's defaults.")
+    gil_switch_interval_s: float = Field(
+        0.0, ge=0, description="CPython's GIL switch interval for the engine process; 0 keeps Python's default (5 ms).")

@@ -35,14 +35,14 @@ def run_engine(df, engine=None, events=None):
 
 
 def test_offline_rows_equal_batch_features(small):
-    _, offline = run_engine(small)
+    engine, offline = run_engine(small)
     batch = transaction_features(small).set_index("TRANSACTION_ID")
-    cust = pd.DataFrame(offline["customer_spending"])
+    cust = engine.offline_frame("customer_spending", offline["customer_spending"])
     assert len(cust) == len(small)
     tx_ids = pd.DataFrame(offline["transactions"])["transaction_id"].to_numpy()
     cust.index = tx_ids
     np.testing.assert_allclose(cust[CUSTOMER_FEATURES].to_numpy(float), batch.loc[tx_ids, CUSTOMER_FEATURES].to_numpy(float), rtol=1e-9)
-    term = pd.DataFrame(offline["terminal_risk"])
+    term = engine.offline_frame("terminal_risk", offline["terminal_risk"])
     term.index = tx_ids
     np.testing.assert_allclose(term[TERMINAL_FEATURES].to_numpy(float), batch.loc[tx_ids, TERMINAL_FEATURES].to_numpy(float), rtol=1e-9)
 
