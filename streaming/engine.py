@@ -79,6 +79,7 @@ class FeatureEngine:
                             agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view],
                             src.log_time))
         self._since_sweep = 0
+        self.changed = False  # whether the last ``apply`` changed anything (False: every route saw a replay)
         self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
 
     def offline_columns(self, table: str) -> tuple[str, ...] | None:
@@ -96,11 +97,15 @@ class FeatureEngine:
         return fields + (EVENT_TIMESTAMP,)
 
     def apply(self, stream: str, event: dict, out: dict[str, list] | None = None) -> dict[str, list[dict]]:
-        """Fold one validated event into state; appends its offline rows to ``out`` (by table) and returns it."""
+        """Fold one validated event into state; appends its offline rows to ``out`` (by table) and returns it.
+
+        ``changed`` says afterwards whether it changed anything: False when every route knew the event already.
+        """
         if out is None:
             out = {}
         raw_log = self._raw_log[stream]
         known_time = None
+        changed = raw_log is not None
         if raw_log is not None:
             table, log_time, event_time = raw_log
             raw = dict(event)
@@ -120,6 +125,7 @@ class FeatureEngine:
                 value = float(event[r.value_field]) if r.value_field else 0.0
                 if not st.add_event(event[r.id_field], ts, value):
                     continue  # a replay: already counted
+                changed = True
                 row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
                 row.append(entity_id)
                 row.append(ts)
@@ -131,11 +137,13 @@ class FeatureEngine:
             elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
                 continue
             else:
+                changed = True
                 if known_time is None:
                     known_time = (event.get(r.known_field) or ts) if r.known_field else ts
                 known = self._known_at[r.view]
                 known[entity_id] = max(known.get(entity_id, 0.0), known_time)
             r.dirty.add(entity_id)
+        self.changed = changed
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY:
             self.prune()

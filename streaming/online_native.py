@@ -12,7 +12,9 @@ unchanged:
 * entity keys: Feast's ``serialize_entity_key`` layout (see ``entity_key_serializer``);
 * SQLite: multi-row upserts of ~70 entities each, one transaction per batch, on Feast's own
   connection;
-* Redis: one pipeline of ``HSET`` per batch (plus ``EXPIRE`` when Feast's config sets a key TTL).
+* Redis: one buffer of ``HSET`` commands per batch (plus ``EXPIRE`` when Feast's config sets a key TTL),
+  framed as RESP here and sent over one of the client's pooled connections; a cluster client
+  gets them through its pipeline.
 
 Unlike Feast's default Redis path there is no read of the stored timestamp before a write: the
 engine stamps each entity's rows strictly increasing in time (``FeatureEngine.drain_online_values``).
@@ -38,6 +40,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE
 from feast.value_type import ValueType
+from redis import Redis
 
 from rtml_common.errors import ConfigurationError
 
@@ -250,7 +253,7 @@ class SqliteNativeWriter:
     Columns ``entity_key, feature_name, value, value_text, event_ts, created_ts``; ``event_ts`` goes
     through the ``datetime`` adapter Feast registers with ``sqlite3`` (naive UTC in, stored as Feast stores it).
     Feast runs one upsert per feature value; here one multi-row upsert covers all features of up to
-    ``chunk`` entities, in the same order (so even rowids match), with each entity key and timestamp
+    ``chunk`` entities (a power of two, at most 1,024), in the same order (so even rowids match), with each entity key and timestamp
     bound once and the feature names as literals.
     """
 
@@ -264,7 +267,8 @@ class SqliteNativeWriter:
                        for name, s in specs.items()}
         # Bound variables per entity: its key, its timestamp, and (value, value_text) per feature.
         self.per_entity = {name: 2 + 2 * len(s.features) for name, s in specs.items()}
-        self.chunk = {name: max(1, _MAX_SQL_VARIABLES // k) for name, k in self.per_entity.items()}
+        limit = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(self.conn, "getlimit") else _MAX_SQL_VARIABLES
+        self.chunk = {name: _largest_power_of_two(min(_MAX_CHUNK_ENTITIES, max(1, limit // k))) for name, k in self.per_entity.items()}
         self._sql: dict[tuple[str, int], str] = {}  # (view, entities) -> statement
         self._event_ts = sqlite_event_ts()
 
@@ -284,18 +288,27 @@ class SqliteNativeWriter:
             params.append(event_ts(t))
             for codec, v in zip(codecs, values):
                 params += codec(v)
-        # One statement per chunk of entities, not one per entity: sqlite3 lets go of the GIL for
-        # every statement it steps, and winning it back from the busy consume loop costs up to a
-        # switch interval (5 ms) each time, which made a 4,000-row write take a second.
+        # Few statements per write, not one per entity: sqlite3 lets go of the GIL for every
+        # statement it steps, and winning it back from the busy consume loop costs up to a switch
+        # interval (5 ms) each time, which made a 4,000-row write take a second. Chunks are powers
+        # of two (the largest that fit, then the remainder's bits), so a handful of statements
+        # are ever compiled and all of them stay in sqlite3's statement cache.
         n, chunk, per_entity = len(rows), self.chunk[view], self.per_entity[view]
         with self.conn:  # one transaction: committed on success, rolled back on error
-            for start in range(0, n, chunk):
-                k = min(chunk, n - start)
+            start = 0
+            while start < n:
+                k = min(chunk, _largest_power_of_two(n - start))
                 self.conn.execute(self._statement(view, k), params[start * per_entity:(start + k) * per_entity])
+                start += k
 
 
-# SQLite's default limit on bound variables before 3.32 (later versions allow 32766).
+# SQLite's default limit on bound variables before 3.32 (later versions allow 32766; Python 3.11+ can ask).
 _MAX_SQL_VARIABLES = 999
+_MAX_CHUNK_ENTITIES = 1024  # entities per statement: SQL text of ~6k value groups, compiled once per size
+
+
+def _largest_power_of_two(n: int) -> int:
+    return 1 << (n.bit_length() - 1)
 
 
 def _upsert_sql(table: str, features, per_entity: int, entities: int) -> str:
@@ -329,8 +342,50 @@ class RedisNativeWriter:
         for name, s in specs.items():
             fv = compute_versioned_name(s.view, versioning)
             self.fields[name] = (f"_ts:{fv}".encode("utf-8"), [_mmh3(f"{fv}:{n}") for n, _ in s.features])
+        # A single-node client (plain or sentinel) gets the commands as one buffer of RESP, framed here
+        # with the constant parts (command, field names) encoded once per view: redis-py's pipeline
+        # spends more per HSET than encoding the values does. Cluster clients keep the pipeline.
+        self._pool = getattr(self.client, "connection_pool", None) if isinstance(self.client, Redis) else None
+        self._frames = {name: (b"*%d\r\n$4\r\nHSET\r\n" % (4 + 2 * len(fields)), _bulk(ts_field), [_bulk(f) for f in fields])
+                        for name, (ts_field, fields) in self.fields.items()}
+        self._expire = (b"*3\r\n$6\r\nEXPIRE\r\n", _bulk(str(self.ttl).encode())) if self.ttl else None
+
+    def _write_direct(self, view: str, rows: Rows) -> None:
+        vc = self.views[view]
+        key_of, codecs, project, expire = vc.keys, vc.codecs, self.project, self._expire
+        head, ts_field, fields = self._frames[view]
+        parts: list[bytes] = []
+        add = parts.append
+        for entity_id, t, values in rows:
+            key = _bulk(key_of(entity_id) + project)
+            add(head)
+            add(key)
+            add(ts_field)
+            add(_bulk(timestamp_proto_bytes(t)))
+            for f, codec, v in zip(fields, codecs, values):
+                add(f)
+                add(_bulk(codec(v)))
+            if expire is not None:  # EXPIRE <key> <ttl>
+                add(expire[0])
+                add(key)
+                add(expire[1])
+        data = b"".join(parts)  # encoded before anything is sent: a bad value fails the batch without writing part of it
+        replies = len(rows) * (1 if expire is None else 2)
+        conn = self._pool.get_connection()
+        try:
+            conn.send_packed_command([data])
+            for _ in range(replies):
+                conn.read_response()  # raises the first error reply
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand this connection out again as is
+            raise
+        finally:
+            self._pool.release(conn)
 
     def write(self, view: str, rows: Rows) -> None:
+        if self._pool is not None:
+            self._write_direct(view, rows)
+            return
         vc = self.views[view]
         key_of, codecs, project, ttl = vc.keys, vc.codecs, self.project, self.ttl
         ts_field, fields = self.fields[view]
@@ -347,6 +402,11 @@ class RedisNativeWriter:
                 if ttl:
                     pipe.execute_command("EXPIRE", args[0], ttl)
             pipe.execute()
+
+
+def _bulk(b: bytes) -> bytes:
+    """A RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
 def native_writer(provider, config, specs: dict[str, ViewSpec]) -> SqliteNativeWriter | RedisNativeWriter | None:

@@ -45,7 +45,8 @@ class Rekeyer:
         self._buffers: dict[int, tuple[list[int], list[dict]]] = {}
         self._partition_of: dict = {}  # entity id -> partition: murmur2 in Python costs more than a lookup
 
-    def add(self, event: dict, timestamp_ms: int) -> None:
+    def add(self, event: dict, timestamp_ms: int) -> int:
+        """Buffer ``event`` for its target partition, which it returns."""
         entity = event[self.key_field]
         p = self._partition_of.get(entity)
         if p is None:
@@ -57,6 +58,7 @@ class Rekeyer:
             buf = self._buffers[p] = ([], [])
         buf[0].append(timestamp_ms)
         buf[1].append(event)
+        return p
 
     def send(self, producer) -> int:
         """Send the buffered events (asynchronously; the commit flushes the producer) and return how many."""

@@ -29,6 +29,14 @@ committed offsets (``streaming.restore``) plus id de-duplication makes the repla
 the same online values (the offline log may hold a replayed row twice; its readers
 de-duplicate by event id).
 
+Repartition shortcut (``apply_owned_forwards``): an accepted event bound for a partition of a
+repartition topic that this process owns is applied to that aggregation at once, in step 1; it
+is still re-keyed (step 2), and its copy, consumed later, is recognised as a replay. State,
+offline rows and online values are the same as without the shortcut (events are identified by
+(id, event time), so the order of arrival does not matter); only the wait for the round trip
+through the broker is gone. Ownership is the consumer's current assignment (the range assignor
+gives the co-partitioned partitions to one member), cleared on every revoke.
+
 Rebalances: before partitions are revoked, everything is committed (steps 3-6, the offsets
 through an awaited ``commit_async``: the callback runs on kafka-python's IO thread) and the state
 dropped; newly assigned partitions get their state rebuilt from Kafka on the polling thread
@@ -125,6 +133,8 @@ class StreamRunner:
             counts.update(ensure_topics(s, [topic], partitions=n))
         check_copartitioned(self.topology, counts)
         self._rekeyers = {f.topic: Rekeyer(f, counts[f.topic]) for st in self.topology.values() for f in st.forwards}
+        # Partitions of each repartition topic this process owns: their events are applied at the source.
+        self._owned: dict[str, set[int]] = {topic: set() for topic in self._rekeyers}
 
     # -- rebalances --------------------------------------------------------------------------
     # kafka-python runs rebalance callbacks on its IO thread while ``poll`` waits for the join,
@@ -156,6 +166,8 @@ class StreamRunner:
         self._uncommitted = False
         self._last_flush = time.monotonic()
         self.engine.reset()
+        for owned in self._owned.values():
+            owned.clear()
         self._watermarks.clear()
         self._record_ts.clear()
         self._pending_restore = None
@@ -164,6 +176,10 @@ class StreamRunner:
         """Note the new assignment; ``step`` rebuilds its state before processing any of its records."""
         self.stats.rebalances += 1
         metrics.REBALANCES.inc()
+        if self.settings.apply_owned_forwards:
+            for tp in assigned:
+                if tp.topic in self._owned:
+                    self._owned[tp.topic].add(tp.partition)
         if self.settings.restore:
             self._pending_restore = list(assigned)
 
@@ -239,25 +255,33 @@ class StreamRunner:
             name = stream.name
             if not stream.is_source:  # a repartition topic: batches of events accepted at their source
                 count = 0
+                engine = self.engine
                 for rec in records:
                     ts_list, events = unpack(rec.value)
-                    stamps.extend(ts_list)
-                    for event in events:
+                    for ts, event in zip(ts_list, events):
                         apply(name, event, rows)
+                        if engine.changed:  # not applied at its source already (the repartition shortcut)
+                            stamps.append(ts)
                     count += len(events)
                 n += len(records)
                 self.stats.rekeyed += count
                 metrics.REKEYED_CONSUMED.labels(tp.topic).inc(count)
                 continue
             rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
+            owned = [(self._owned[f.topic], self.topology[f.topic].name) for f in stream.forwards]
             for rec in records:
                 stamps.append(rec.timestamp)
                 event = self._accept(stream, tp, rec)
                 if event is None:
                     continue
-                for rk in rekeyers:  # step 2: re-key for the aggregations this topic's key does not fit
-                    rk.add(event, rec.timestamp)
                 apply(name, event, rows)
+                for rk, (partitions, rekeyed) in zip(rekeyers, owned):
+                    # step 2: re-key for the aggregations this topic's key does not fit. When this
+                    # process owns the target partition, the event is applied at once: its copy,
+                    # consumed a poll or two later, is then a replay (a no-op), and the features
+                    # do not wait for the repartition round trip.
+                    if rk.add(event, rec.timestamp) in partitions:
+                        apply(rekeyed, event, rows)
             for rk in rekeyers:
                 sent = rk.send(self.producer)
                 self.stats.forwarded += sent

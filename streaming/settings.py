@@ -42,6 +42,10 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         True, description="Re-key events into repartition topics for aggregations keyed differently from their source "
                           "topic (terminal windows from customer-keyed transactions), so several engine processes can "
                           "share the partitions. Off saves a hop per event, but then one process must own every partition.")
+    apply_owned_forwards: bool = Field(
+        True, description="Apply a re-keyed event at once when this process owns its repartition partition (its copy, "
+                          "consumed later, is then a replay): same features, without waiting for the round trip through "
+                          "the broker. Off, aggregations keyed differently are fed by the repartition topic alone.")
     check_crcs: bool = Field(
         False, description="Verify record CRCs on fetch (about a tenth of the consume cost with the native crc32c "
                            "package; off by default like librdkafka's check.crcs, the broker checks CRCs on produce).")

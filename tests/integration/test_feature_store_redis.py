@@ -96,3 +96,31 @@ def test_native_writer_stores_feast_bytes_in_redis(tmp_path, redis_server, key_t
     finally:
         for writer in writers.values():
             writer.close()
+
+
+def test_native_writer_raises_an_error_reply_and_keeps_the_pool_usable(tmp_path, redis_server):
+    """An error reply in the middle of a batch reaches the caller; the next write works on a clean connection."""
+    import time
+
+    from feature_repo.aggregations import AGGREGATIONS
+    from streaming.online import OnlineWriter
+    from streaming.windows import plan_for
+
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=3)
+    client.flushdb()
+    store = _redis_store(tmp_path, f"{redis_server.connection},db=3", None)
+    writer = OnlineWriter(store)
+    agg = AGGREGATIONS[0]
+    width = len(plan_for(agg).names)
+    t0 = time.time() - 60
+    try:
+        native = writer.native
+        blocked = native.views[agg.feature_view].keys(2) + native.project
+        client.set(blocked, b"not a hash")  # HSET on it answers WRONGTYPE
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            writer.write_now({agg.feature_view: [(i, t0, [1.0] * width) for i in (1, 2, 3)]})
+        client.delete(blocked)
+        assert writer.write_now({agg.feature_view: [(i, t0 + 1, [2.0] * width) for i in (1, 2, 3)]}) == 3
+        assert len(_hashes(client)) == 3
+    finally:
+        writer.close()

@@ -64,3 +64,25 @@ def test_a_source_lacking_the_join_key_is_a_configuration_error():
     agg = type(TERMINAL_RISK)(**{**TERMINAL_RISK.__dict__, "inputs": (type(TERMINAL_RISK.inputs[0])("tx_light", "event"),)})
     with pytest.raises(ConfigurationError, match="terminal_id"):
         build_topology([no_terminal, FRAUD_LABELS], [agg])
+
+
+def test_an_event_applied_at_its_source_makes_its_rekeyed_copy_a_replay():
+    """The runner's repartition shortcut: same offline rows and online values, the copy changes nothing."""
+    topo = build_topology(SOURCES, AGGREGATIONS)
+    shortcut, plain = FeatureEngine(streams=topo.values()), FeatureEngine(streams=topo.values())
+    events = [{"transaction_id": i, "tx_datetime": 1_000_000.0 + 600 * i, "customer_id": 7 + i % 2, "terminal_id": 9,
+               "tx_amount": 10.0 * (i + 1)} for i in range(4)]
+    rows_shortcut: dict = {}
+    rows_plain: dict = {}
+    for event in events:
+        shortcut.apply("transactions", dict(event), rows_shortcut)
+        shortcut.apply("transactions@terminal_id", dict(event), rows_shortcut)  # applied at its source
+        assert shortcut.changed
+        plain.apply("transactions", dict(event), rows_plain)
+    for event in events:  # the copies, back from the repartition topic
+        shortcut.apply("transactions@terminal_id", dict(event), rows_shortcut)
+        assert not shortcut.changed
+        plain.apply("transactions@terminal_id", dict(event), rows_plain)
+        assert plain.changed
+    assert rows_shortcut == rows_plain and len(rows_plain["terminal_risk"]) == 4
+    assert shortcut.drain_online() == plain.drain_online()
