@@ -287,7 +287,7 @@ class PushBaseline:
         for agg in self.engine.aggregations:
             batch = rows.get(agg.feature_view)
             if batch:
-                df = self.engine.offline_frame(agg.feature_view, batch)
+                df = self.engine.offline_frame(batch)
                 df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], unit="s", utc=True)
                 self.store.push(f"{agg.feature_view}_push", df, to=self.mode)
         for dirty in self.engine._dirty.values():

@@ -40,11 +40,39 @@ class _Route:
         self.known_field = known_field  # when a label became known (its source's log time)
 
 
+class ColumnBuffer:
+    """Offline rows of one feature view as columns (one list per column in ``columns``).
+
+    No object per row: a row list kept until the next flush was the one container per event
+    that survived long enough to be scanned by the cyclic GC again and again, and its columns
+    would have to be transposed at the flush anyway.
+    """
+
+    __slots__ = ("columns", "_lists")
+
+    def __init__(self, names: tuple[str, ...]):
+        self.columns: dict[str, list] = {name: [] for name in names}
+        self._lists = tuple(self.columns.values())
+
+    def append(self, row: list) -> None:
+        """Append one row (values in column order)."""
+        any(map(list.append, self._lists, row))  # C-level loop; list.append returns None, so all run
+
+    def __len__(self) -> int:
+        return len(self._lists[0]) if self._lists else 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ColumnBuffer) and self.columns == other.columns
+
+    __hash__ = None  # mutable
+
+
 class FeatureEngine:
     """Keeps window state per (aggregation, entity) and derives feature rows from events.
 
-    ``apply(stream, event)`` updates state and returns offline rows for that event (dicts for raw
-    events, lists for feature rows: see ``offline_columns`` and ``offline_frame``);
+    ``apply(stream, event, out)`` updates state and appends the event's offline rows to ``out`` by
+    table (a list of dicts for raw events, a ``ColumnBuffer`` per feature view; ``offline_frame``
+    turns either into a DataFrame);
     ``drain_online()`` returns the latest features of every entity touched since the last
     call (one row per entity, at the entity's latest event time), ready for the online store.
 
@@ -83,12 +111,13 @@ class FeatureEngine:
         self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
 
     def offline_columns(self, table: str) -> tuple[str, ...] | None:
-        """Column names of a feature view's offline rows (lists: features, join key, event time); None for raw tables (dicts)."""
+        """Column names of a feature view's offline rows (features, join key, event time); None for raw tables."""
         return self._view_columns.get(table)
 
-    def offline_frame(self, table: str, rows: list) -> pd.DataFrame:
-        """Offline rows of ``table`` as ``apply`` produced them, as a DataFrame (times still epoch seconds)."""
-        return pd.DataFrame(rows, columns=self.offline_columns(table))
+    @staticmethod
+    def offline_frame(rows: "ColumnBuffer | list[dict]") -> pd.DataFrame:
+        """Offline rows of one table as ``apply`` produced them, as a DataFrame (times still epoch seconds)."""
+        return pd.DataFrame(rows.columns if isinstance(rows, ColumnBuffer) else rows)
 
     def timestamp_columns(self, table: str) -> tuple[str, ...]:
         """Columns of an offline table that hold epoch seconds (the writer turns them into UTC timestamps)."""
@@ -96,7 +125,7 @@ class FeatureEngine:
         fields = tuple(f.name for f in spec.fields if f.type == "timestamp") if spec else ()
         return fields + (EVENT_TIMESTAMP,)
 
-    def apply(self, stream: str, event: dict, out: dict[str, list] | None = None) -> dict[str, list[dict]]:
+    def apply(self, stream: str, event: dict, out: dict | None = None) -> dict:
         """Fold one validated event into state; appends its offline rows to ``out`` (by table) and returns it.
 
         ``changed`` says afterwards whether it changed anything: False when every route knew the event already.
@@ -129,10 +158,10 @@ class FeatureEngine:
                 row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
                 row.append(entity_id)
                 row.append(ts)
-                rows = out.get(r.view)
-                if rows is None:
-                    rows = out[r.view] = []
-                rows.append(row)
+                buffer = out.get(r.view)
+                if buffer is None:
+                    buffer = out[r.view] = ColumnBuffer(self._view_columns[r.view])
+                buffer.append(row)
                 st.maybe_prune(r.horizon)
             elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
                 continue

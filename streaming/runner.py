@@ -100,7 +100,7 @@ class StreamRunner:
         self._create_topics()
         self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values())
         self.store = store or open_store(settings)
-        self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns, self.engine.offline_columns)
+        self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self._user_listener = write_listener
         self.writer = OnlineWriter(self.store, self.engine.aggregations, listener=self._on_online_write,
                                    on_written=self._count_online_rows, mode=settings.online_writer)

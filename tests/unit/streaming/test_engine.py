@@ -25,24 +25,22 @@ def small():
 
 def run_engine(df, engine=None, events=None):
     engine = engine or FeatureEngine()
-    offline = {}
+    offline: dict = {}
     for ev in events if events is not None else to_events(df):
         source = SOURCE_BY_TOPIC[ev.topic]
-        decoded = decode_event(source, json.dumps(ev.value).encode())
-        for table, rows in engine.apply(source.name, decoded).items():
-            offline.setdefault(table, []).extend(rows)
+        engine.apply(source.name, decode_event(source, json.dumps(ev.value).encode()), offline)
     return engine, offline
 
 
 def test_offline_rows_equal_batch_features(small):
     engine, offline = run_engine(small)
     batch = transaction_features(small).set_index("TRANSACTION_ID")
-    cust = engine.offline_frame("customer_spending", offline["customer_spending"])
+    cust = engine.offline_frame(offline["customer_spending"])
     assert len(cust) == len(small)
-    tx_ids = pd.DataFrame(offline["transactions"])["transaction_id"].to_numpy()
+    tx_ids = engine.offline_frame(offline["transactions"])["transaction_id"].to_numpy()
     cust.index = tx_ids
     np.testing.assert_allclose(cust[CUSTOMER_FEATURES].to_numpy(float), batch.loc[tx_ids, CUSTOMER_FEATURES].to_numpy(float), rtol=1e-9)
-    term = engine.offline_frame("terminal_risk", offline["terminal_risk"])
+    term = engine.offline_frame(offline["terminal_risk"])
     term.index = tx_ids
     np.testing.assert_allclose(term[TERMINAL_FEATURES].to_numpy(float), batch.loc[tx_ids, TERMINAL_FEATURES].to_numpy(float), rtol=1e-9)
 

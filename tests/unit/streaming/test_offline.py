@@ -18,7 +18,7 @@ def test_epoch_to_utc_rounds_to_microseconds_and_keeps_missing():
 
 def test_rows_are_split_by_event_date_with_timestamps_converted(tmp_path):
     engine = FeatureEngine()
-    log = EpochOfflineLog(tmp_path, engine.timestamp_columns, engine.offline_columns)
+    log = EpochOfflineLog(tmp_path, engine.timestamp_columns)
     day1, day2 = 1522541276.0, 1522541276.0 + 86400
     for i, ts in enumerate((day1, day2, day2 + 5)):
         engine.apply("fraud_labels", {"transaction_id": i, "tx_datetime": ts - 7 * 86400, "customer_id": 1, "terminal_id": 2,
@@ -35,7 +35,7 @@ def test_rows_are_split_by_event_date_with_timestamps_converted(tmp_path):
 
 def test_feature_rows_are_written_with_their_view_columns(tmp_path):
     engine = FeatureEngine()
-    log = EpochOfflineLog(tmp_path, engine.timestamp_columns, engine.offline_columns)
+    log = EpochOfflineLog(tmp_path, engine.timestamp_columns)
     t = 1522541276.25
     for i, amount in enumerate((10.0, 30.0)):
         engine.apply("transactions", {"transaction_id": i, "tx_datetime": t + i, "customer_id": 1, "terminal_id": 2,
