@@ -158,6 +158,8 @@ class FeatureEngine:
                 row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
                 row.append(entity_id)
                 row.append(ts)
+                # The newest event's row is also the entity's next online value (see drain_online_values).
+                st.latest = row if ts == st.last_event_time else None
                 buffer = out.get(r.view)
                 if buffer is None:
                     buffer = out[r.view] = ColumnBuffer(self._view_columns[r.view])
@@ -167,6 +169,7 @@ class FeatureEngine:
                 continue
             else:
                 changed = True
+                st.latest = None
                 if known_time is None:
                     known_time = (event.get(r.known_field) or ts) if r.known_field else ts
                 known = self._known_at[r.view]
@@ -189,7 +192,8 @@ class FeatureEngine:
             dirty = self._dirty[agg.feature_view]
             if not dirty:
                 continue
-            states, values = self.state[agg.feature_view], plan_for(agg).values
+            states, plan = self.state[agg.feature_view], plan_for(agg)
+            values, width = plan.values, len(plan.names)
             known, written = self._known_at[agg.feature_view], self._written_at[agg.feature_view]
             rows = []
             for entity_id in dirty:
@@ -197,12 +201,18 @@ class FeatureEngine:
                 t = st.last_event_time
                 if t is None:
                     continue  # labels for an entity whose events we have not seen yet
+                latest = st.latest
+                if latest is not None:  # computed for the offline row of its newest event, nothing changed since
+                    st.latest = None
+                    current = latest[:width]
+                else:
+                    current = values(st, t)
                 # Windows are evaluated at the last event time t, but the row is stamped with when
                 # its content was known (a later label) and strictly after the previous write:
                 # online stores such as Feast's Redis keep a row only if its timestamp is newer.
                 stamp = max(t, known.get(entity_id, t), written.get(entity_id, -1.0) + 0.001)
                 written[entity_id] = stamp
-                rows.append((entity_id, stamp, values(st, t)))
+                rows.append((entity_id, stamp, current))
             dirty.clear()
             if rows:
                 out[agg.feature_view] = rows

@@ -64,12 +64,15 @@ class _Timeline:
 class EntityState:
     """Window state of one entity (customer, terminal, ...) for one aggregation."""
 
-    __slots__ = ("events", "_labels", "last_event_time")
+    __slots__ = ("events", "_labels", "last_event_time", "latest")
 
     def __init__(self) -> None:
         self.events = _Timeline()
         self._labels: _Timeline | None = None  # most entities never see a label: allocate on the first
         self.last_event_time: float | None = None
+        # The features at last_event_time as the engine last computed them (values first), kept
+        # until the next online write needs them; None once anything else changed the state.
+        self.latest: list | None = None
 
     @property
     def labels(self) -> _Timeline:

@@ -56,3 +56,28 @@ def test_online_rows_equal_batch_final_state_and_replay_is_idempotent(small):
     term = pd.DataFrame(online["terminal_risk"]).set_index("terminal_id").sort_index()
     assert set(term.index) == set(term_batch.index)
     np.testing.assert_allclose(term[TERMINAL_FEATURES].to_numpy(float), term_batch.loc[term.index, TERMINAL_FEATURES].to_numpy(float), rtol=1e-9)
+
+
+def test_online_values_reuse_the_newest_row_only_while_nothing_else_changed():
+    from feature_repo.aggregations import AGGREGATIONS
+    from streaming.windows import features_at
+
+    def tx(i, t, amount, customer=1, terminal=2):
+        return {"transaction_id": i, "tx_datetime": t, "customer_id": customer, "terminal_id": terminal, "tx_amount": amount}
+
+    day = 86400.0
+    engine = FeatureEngine()
+    engine.apply("transactions", tx(3, 2 * day, 50.0, customer=3))
+    engine.apply("transactions", tx(2, 10 * day - 60, 30.0))
+    engine.apply("transactions", tx(1, 10 * day, 10.0))  # the newest of customer 1 and terminal 2
+    engine.apply("transactions", tx(4, 10 * day - 30, 20.0, terminal=5))  # older than customer 1's newest: its row is stale
+    engine.apply("fraud_labels", {**tx(3, 2 * day, 50.0, customer=3), "tx_fraud": 1, "label_datetime": 9.5 * day})
+    drained = engine.drain_online()
+    for agg in AGGREGATIONS:
+        for row in drained[agg.feature_view]:
+            st = engine.state[agg.feature_view][row[agg.join_key]]
+            assert {k: row[k] for k in features_at(st, st.last_event_time, agg)} == features_at(st, st.last_event_time, agg)
+    customer = {r["customer_id"]: r for r in drained["customer_spending"]}[1]
+    assert customer["customer_id_nb_tx_1day_window"] == 3 and customer["customer_id_avg_amount_1day_window"] == 20.0
+    terminal = {r["terminal_id"]: r for r in drained["terminal_risk"]}[2]  # its newest row predates the label
+    assert terminal["terminal_id_nb_tx_7day_window"] == 1 and terminal["terminal_id_risk_7day_window"] == 1.0
