@@ -2,10 +2,11 @@
 
 ``feature_repo.offline_log.OfflineLog`` owns the layout (table/date/part files, written under a
 temporary name and renamed); this subclass only changes how a buffer becomes a file: columns
-are taken straight from the engine's buffers (column lists for feature views, dicts for raw events),
-Arrow infers their types in C, epoch seconds become UTC timestamps in one vectorised step, and
-days are split by integer arithmetic. No pandas on the way: building a DataFrame from Python
-objects cost more than the windows themselves (a profile had it at a sixth of the GIL).
+are taken straight from the engine's buffers (column lists for feature views, dicts for raw
+events), Arrow converts them in C (told the type where its inference is slow), epoch seconds
+become UTC timestamps in one vectorised step, and days are split by integer arithmetic. No pandas
+on the way: building a DataFrame from Python objects cost more than the windows themselves (a
+profile had it at a sixth of the GIL).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ unchanged:
   engine writes (a oneof member is always on the wire, even when zero) and built with
   protobuf for every other type;
 * entity keys: Feast's ``serialize_entity_key`` layout (see ``entity_key_serializer``);
-* SQLite: multi-row upserts of ~70 entities each, one transaction per batch, on Feast's own
-  connection;
+* SQLite: multi-row upserts of up to 1,024 entities each (powers of two), one transaction per
+  view and batch, on Feast's own connection;
 * Redis: one buffer of ``HSET`` commands per batch (plus ``EXPIRE`` when Feast's config sets a key TTL),
   framed as RESP here and sent over one of the client's pooled connections; a cluster client
   gets them through its pipeline.
@@ -253,8 +253,8 @@ class SqliteNativeWriter:
     Columns ``entity_key, feature_name, value, value_text, event_ts, created_ts``; ``event_ts`` goes
     through the ``datetime`` adapter Feast registers with ``sqlite3`` (naive UTC in, stored as Feast stores it).
     Feast runs one upsert per feature value; here one multi-row upsert covers all features of up to
-    ``chunk`` entities (a power of two, at most 1,024), in the same order (so even rowids match), with each entity key and timestamp
-    bound once and the feature names as literals.
+    ``chunk`` entities (a power of two, at most 1,024), in the same order (so even rowids match),
+    with each entity key and timestamp bound once and the feature names as literals.
     """
 
     kind = "native-sqlite"
