@@ -35,9 +35,7 @@ is still re-keyed (step 2), and its copy, consumed later, is recognised as a rep
 offline rows and online values are the same as without the shortcut (events are identified by
 (id, event time), so the order of arrival does not matter); only the wait for the round trip
 through the broker is gone. Ownership is the consumer's current assignment (the range assignor
-gives the co-partitioned partitions to one member), cleared on every revoke. While catching up
-(a full poll, or records older than ``CATCH_UP_AGE_S``) the shortcut is skipped: the copies then
-coalesce into fewer online writes.
+gives the co-partitioned partitions to one member), cleared on every revoke.
 
 Rebalances: before partitions are revoked, everything is committed (steps 3-6, the offsets
 through an awaited ``commit_async``: the callback runs on kafka-python's IO thread) and the state
@@ -251,9 +249,6 @@ class StreamRunner:
             self._restore(assigned)
         t0 = time.perf_counter()
         n = 0
-        catching_up = bool(polled) and (
-            sum(map(len, polled.values())) >= self.settings.max_batch_records
-            or time.time() * 1000 - min(records[0].timestamp for records in polled.values()) > CATCH_UP_AGE_S * 1000)
         apply, rows, stamps = self.engine.apply, self.offline.rows, self._record_ts
         for tp, records in polled.items():
             stream = self.topology[tp.topic]
@@ -273,11 +268,7 @@ class StreamRunner:
                 metrics.REKEYED_CONSUMED.labels(tp.topic).inc(count)
                 continue
             rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
-            # Catching up (a full poll, or records older than CATCH_UP_AGE_S), freshness is lost anyway:
-            # terminal updates then wait for their copies, which arrive in large batches and coalesce
-            # into fewer online rows.
-            owned = [(self._owned[f.topic] if not catching_up else _NONE, self.topology[f.topic].name)
-                     for f in stream.forwards]
+            owned = [(self._owned[f.topic], self.topology[f.topic].name) for f in stream.forwards]
             for rec in records:
                 stamps.append(rec.timestamp)
                 event = self._accept(stream, tp, rec)
@@ -446,10 +437,6 @@ class StreamRunner:
             self.writer.close()
             self.consumer.close(autocommit=False)  # leaving the group calls the revoke callback: see _failed
             self.producer.close()
-
-
-_NONE: frozenset = frozenset()
-CATCH_UP_AGE_S = 2.0  # a poll whose oldest record is older than this (Kafka timestamp) is catching up
 
 
 class _Checkpoint:
