@@ -186,7 +186,7 @@ def train_model(train: pd.DataFrame, validation: pd.DataFrame, config: TrainConf
         torch.set_num_threads(config.threads)
     x_np, y_np = matrix(train), train["tx_fraud"].to_numpy(np.float32)
     xv_np, yv_np = matrix(validation), validation["tx_fraud"].to_numpy(np.float32)
-    checked = (torch.as_tensor(xv_np, device=device), validation["tx_fraud"].to_numpy())
+    checked = (torch.as_tensor(xv_np, device=device), yv_np)
     if config.refit:
         x_all, y_all = np.concatenate([x_np, xv_np]), np.concatenate([y_np, yv_np])
     members, history, epochs = [], [], []
