@@ -67,7 +67,7 @@ from streaming.repartition import Rekeyer, unpack
 from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
 from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
-from streaming.validation import InvalidEvent, decoder_for
+from streaming.validation import InvalidEvent, batch_decoder_for, decoder_for
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class StreamRunner:
         self.settings = settings
         self.topology = build_topology(SOURCES, AGGREGATIONS, settings.topic, settings.repartition)
         self._decoders = {t: decoder_for(s.source) for t, s in self.topology.items()}
+        self._batch_decoders = {t: batch_decoder_for(s.source) for t, s in self.topology.items()}
         self._create_topics()
         self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values())
         self.store = store or open_store(settings)
@@ -269,11 +270,20 @@ class StreamRunner:
                 continue
             rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
             owned = [(self._owned[f.topic], self.topology[f.topic].name) for f in stream.forwards]
-            for rec in records:
+            decoded = self._batch_decoders[tp.topic]([rec.value for rec in records])
+            time_field, grace = stream.source.event_time, self.settings.grace_s
+            watermark = self._watermarks.get(tp, float("-inf"))
+            for rec, event in zip(records, decoded):
                 stamps.append(rec.timestamp)
-                event = self._accept(stream, tp, rec)
-                if event is None:
+                if event is None or isinstance(event, InvalidEvent):
+                    self._reject(rec, event)
                     continue
+                ts = event[time_field]
+                if ts < watermark - grace:  # see _accept
+                    self._reject(rec, _late(ts, watermark, grace, tp))
+                    continue
+                if ts > watermark:
+                    watermark = self._watermarks[tp] = ts
                 apply(name, event, rows)
                 for rk, (partitions, rekeyed) in zip(rekeyers, owned):
                     # step 2: re-key for the aggregations this topic's key does not fit. When this
@@ -315,29 +325,32 @@ class StreamRunner:
         try:
             event = self._decoders[tp.topic](rec.value)
         except InvalidEvent as exc:
+            event = exc
+        if event is None or isinstance(event, InvalidEvent):
             if not restoring:
-                self._dead_letter(rec, exc)
-            return None
-        if event is None:
-            if not restoring:
-                metrics.EVENTS_FILTERED.labels(tp.topic).inc()
-                self.stats.filtered += 1
+                self._reject(rec, event)
             return None
         # Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
         # order, so only an event older than the partition's latest minus the grace is late; it
-        # goes to the DLQ instead of silently rewriting closed windows.
+        # goes to the DLQ instead of silently rewriting closed windows. (``step`` inlines this.)
         ts = event[stream.source.event_time]
         watermark = self._watermarks.get(tp, float("-inf"))
         grace = self.settings.grace_s
         if ts < watermark - grace:
             if not restoring:
-                self._dead_letter(rec, InvalidEvent(
-                    "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
-                            f"(grace {grace:.0f}s)"))
+                self._reject(rec, _late(ts, watermark, grace, tp))
             return None
         if ts > watermark:
             self._watermarks[tp] = ts
         return event
+
+    def _reject(self, rec, error: InvalidEvent | None) -> None:
+        """A source record that yields no event: dead-lettered with its reason, or counted as filtered (None)."""
+        if error is None:
+            metrics.EVENTS_FILTERED.labels(rec.topic).inc()
+            self.stats.filtered += 1
+        else:
+            self._dead_letter(rec, error)
 
     def _dead_letter(self, rec, exc: InvalidEvent) -> None:
         dead_letter(self.producer, rec.topic, rec.value, rec.key, exc.reason)
@@ -437,6 +450,11 @@ class StreamRunner:
             self.writer.close()
             self.consumer.close(autocommit=False)  # leaving the group calls the revoke callback: see _failed
             self.producer.close()
+
+
+def _late(ts: float, watermark: float, grace: float, tp: TopicPartition) -> InvalidEvent:
+    return InvalidEvent("late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream "
+                                f"time (grace {grace:.0f}s)")
 
 
 class _Checkpoint:

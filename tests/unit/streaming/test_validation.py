@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feature_repo.sources import FRAUD_LABELS, TRANSACTIONS
-from streaming.validation import InvalidEvent, decode_event
+from streaming.validation import InvalidEvent, batch_decoder_for, decode_event
 
 GOOD = {"transaction_id": 1, "tx_datetime": "2018-04-01T00:07:56Z", "customer_id": 5, "terminal_id": 9, "tx_amount": 12.345}
 
@@ -63,3 +65,66 @@ def test_prediction_log_events_keep_features_as_json_and_check_booleans():
         decode_event(PREDICTIONS, enc({**good, "is_fraud": 1}))
     with pytest.raises(InvalidEvent, match="fraud_probability"):
         decode_event(PREDICTIONS, enc({**good, "fraud_probability": 1.5}))
+
+
+MUTATIONS = [
+    lambda e: e,
+    lambda e: {**e, "tx_datetime": 1522541276},
+    lambda e: {**e, "tx_datetime": "2018-04-01T00:07:56"},  # naive = UTC
+    lambda e: {**e, "tx_datetime": "2018-04-01T02:07:56+02:00"},
+    lambda e: {**e, "tx_amount": 7},
+    lambda e: {**e, "tx_amount": -1},
+    lambda e: {**e, "tx_amount": "12"},
+    lambda e: {**e, "customer_id": True},
+    lambda e: {**e, "customer_id": None},
+    lambda e: {k: v for k, v in e.items() if k != "terminal_id"},
+    lambda e: {**e, "extra": 1},
+    lambda e: {**e, "tx_datetime": "yesterday"},
+]
+
+
+def _decoded_one_by_one(source, payloads):
+    out = []
+    for p in payloads:
+        try:
+            out.append(decode_event(source, p))
+        except InvalidEvent as exc:
+            out.append(exc)
+    return out
+
+
+def _same(batch, single):
+    assert len(batch) == len(single)
+    for b, s in zip(batch, single):
+        if isinstance(s, InvalidEvent):
+            assert isinstance(b, InvalidEvent) and (b.category, b.reason) == (s.category, s.reason)
+        else:
+            assert b == s and (b is None or list(b) == list(s))  # same values, same field order
+            assert b is None or all(type(b[k]) is type(s[k]) for k in s)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(MUTATIONS) - 1), st.integers(0, 10**6),
+                          st.floats(0, 10_000, allow_nan=False)), max_size=30),
+       st.sampled_from([None, b"{oops", b"[1,2]", b'{"a":"', b'"},{"b":1}']))
+def test_batch_decoder_decides_exactly_as_the_per_event_decoder(rows, junk):
+    """Valid batches take the columnar path, any bad event sends the batch through the per-event
+    decoder: either way every result (event, types, field order, rejection reason) is the same."""
+    payloads = [enc(MUTATIONS[m]({**GOOD, "transaction_id": i, "tx_amount": amount})) for m, i, amount in rows]
+    for batch in (payloads, payloads + [junk]):
+        _same(batch_decoder_for(TRANSACTIONS)(batch), _decoded_one_by_one(TRANSACTIONS, batch))
+
+
+def test_batch_decoder_fills_optional_fields_with_their_default():
+    base = {"transaction_id": 1, "tx_datetime": "2018-04-01T00:00:00Z", "customer_id": 1, "terminal_id": 2, "tx_fraud": 1}
+    payloads = [enc(base), enc({**base, "label_datetime": "2018-04-08T00:00:00Z"}), enc({**base, "label_datetime": None})]
+    got = batch_decoder_for(FRAUD_LABELS)(payloads)
+    assert [e["label_datetime"] for e in got] == [None, 1523145600.0, None]
+    _same(got, _decoded_one_by_one(FRAUD_LABELS, payloads))
+
+
+def test_batch_decoder_joined_payloads_cannot_pass_as_events():
+    """Two halves of an event, each invalid alone, are each rejected: payloads are parsed one by one."""
+    halves = [b'{"transaction_id": 1, "tx_datetime": "', b'"}']
+    got = batch_decoder_for(TRANSACTIONS)(halves)
+    assert all(isinstance(r, InvalidEvent) and r.category == "unparseable" for r in got)
