@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from rtml_common import kafka_records
 from rtml_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
         fetch_max_wait_ms=50,
     )
     cfg.update(overrides)
+    kafka_records.install()  # kafka-python's fetch loop with the faster record decoder (see kafka_records)
     consumer = KafkaConsumer(**cfg)
     if topics is not None:
         consumer.subscribe(list(topics), listener=listener)

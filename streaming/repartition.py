@@ -12,6 +12,13 @@ Record layout (value, JSON via orjson): ``[[kafka timestamps ms...], [events...]
 ``rtml-format: events-v1`` header. Events were validated at their source, so they travel as
 the decoded dicts (times as epoch seconds) and are not validated again; the timestamps are the
 source records', so freshness keeps counting from the original produce.
+
+A record whose events the sending process applied at their source already (the runner's
+repartition shortcut, ``StreamRunner``) also carries ``rtml-applied-by: <token>/<events>``. The
+token names the sender's current assignment; while that assignment lasts, the same process
+consumes the copy and knows from the header alone that every event in it is a replay, so it
+skips the record without decoding it. Anyone else (another process, the same one after a
+rebalance, a restore) applies the events as usual, and replays stay no-ops there.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from rtml_common.kafka import entity_key
 from streaming.topology import Forward
 
 FORMAT_HEADER = ("rtml-format", b"events-v1")
+APPLIED_HEADER = "rtml-applied-by"
 MAX_EVENTS_PER_RECORD = 2000
 _PARTITION_CACHE_LIMIT = 2_000_000
 
@@ -60,17 +68,32 @@ class Rekeyer:
         buf[1].append(event)
         return p
 
-    def send(self, producer) -> int:
-        """Send the buffered events (asynchronously; the commit flushes the producer) and return how many."""
+    def send(self, producer, applied: frozenset[int] | set[int] = frozenset(), token: bytes = b"") -> int:
+        """Send the buffered events (asynchronously; the commit flushes the producer) and return how many.
+
+        ``applied``: the partitions whose events the caller applied already, marked with ``token``.
+        """
         sent = 0
         for p, (stamps, events) in self._buffers.items():
             for i in range(0, len(events), MAX_EVENTS_PER_RECORD):
                 chunk_ts, chunk = stamps[i:i + MAX_EVENTS_PER_RECORD], events[i:i + MAX_EVENTS_PER_RECORD]
+                headers = [FORMAT_HEADER]
+                if p in applied:
+                    headers.append((APPLIED_HEADER, b"%s/%d" % (token, len(chunk))))
                 producer.send(self.topic, value=orjson.dumps([chunk_ts, chunk]), partition=p,
-                              timestamp_ms=min(chunk_ts), headers=[FORMAT_HEADER])
+                              timestamp_ms=min(chunk_ts), headers=headers)
             sent += len(events)
         self._buffers.clear()
         return sent
+
+
+def applied_by(headers, token: bytes) -> int:
+    """How many events of a repartition record ``token``'s holder applied at their source: all or 0."""
+    for name, value in headers or ():
+        if name == APPLIED_HEADER:
+            owner, _, count = value.rpartition(b"/")
+            return int(count) if owner == token and token else 0
+    return 0
 
 
 def unpack(value: bytes) -> tuple[list[int], list[dict]]:

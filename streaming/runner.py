@@ -31,7 +31,8 @@ de-duplicate by event id).
 
 Repartition shortcut (``apply_owned_forwards``): an accepted event bound for a partition of a
 repartition topic that this process owns is applied to that aggregation at once, in step 1; it
-is still re-keyed (step 2), and its copy, consumed later, is recognised as a replay. State,
+is still re-keyed (step 2), and its copy, consumed later, is a replay: skipped by its header
+(``streaming.repartition.applied_by``) while the assignment lasts, a no-op otherwise. State,
 offline rows and online values are the same as without the shortcut (events are identified by
 (id, event time), so the order of arrival does not matter); only the wait for the round trip
 through the broker is gone. Ownership is the consumer's current assignment (the range assignor
@@ -48,6 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
@@ -63,7 +65,7 @@ from streaming import metrics
 from streaming.engine import FeatureEngine
 from streaming.offline import EpochOfflineLog
 from streaming.online import OnlineWriter, WriteListener
-from streaming.repartition import Rekeyer, unpack
+from streaming.repartition import Rekeyer, applied_by, unpack
 from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
 from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
@@ -136,6 +138,7 @@ class StreamRunner:
         self._rekeyers = {f.topic: Rekeyer(f, counts[f.topic]) for st in self.topology.values() for f in st.forwards}
         # Partitions of each repartition topic this process owns: their events are applied at the source.
         self._owned: dict[str, set[int]] = {topic: set() for topic in self._rekeyers}
+        self._applied_token = b""  # marks re-keyed records applied at their source during the current assignment
 
     # -- rebalances --------------------------------------------------------------------------
     # kafka-python runs rebalance callbacks on its IO thread while ``poll`` waits for the join,
@@ -169,6 +172,7 @@ class StreamRunner:
         self.engine.reset()
         for owned in self._owned.values():
             owned.clear()
+        self._applied_token = b""
         self._watermarks.clear()
         self._record_ts.clear()
         self._pending_restore = None
@@ -178,6 +182,7 @@ class StreamRunner:
         self.stats.rebalances += 1
         metrics.REBALANCES.inc()
         if self.settings.apply_owned_forwards:
+            self._applied_token = uuid.uuid4().hex.encode()  # names this assignment (see streaming.repartition)
             for tp in assigned:
                 if tp.topic in self._owned:
                     self._owned[tp.topic].add(tp.partition)
@@ -256,8 +261,12 @@ class StreamRunner:
             name = stream.name
             if not stream.is_source:  # a repartition topic: batches of events accepted at their source
                 count = 0
-                engine = self.engine
+                engine, token = self.engine, self._applied_token
                 for rec in records:
+                    early = applied_by(rec.headers, token)
+                    if early:  # applied at the source by this very assignment: every event is a replay
+                        count += early
+                        continue
                     ts_list, events = unpack(rec.value)
                     for ts, event in zip(ts_list, events):
                         apply(name, event, rows)
@@ -292,8 +301,8 @@ class StreamRunner:
                     # do not wait for the repartition round trip.
                     if rk.add(event, rec.timestamp) in partitions:
                         apply(rekeyed, event, rows)
-            for rk in rekeyers:
-                sent = rk.send(self.producer)
+            for rk, (partitions, _) in zip(rekeyers, owned):
+                sent = rk.send(self.producer, partitions, self._applied_token)
                 self.stats.forwarded += sent
                 metrics.FORWARDED.labels(rk.topic).inc(sent)
             n += len(records)
