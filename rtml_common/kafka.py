@@ -53,7 +53,8 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
         fetch_max_wait_ms=50,
     )
     cfg.update(overrides)
-    kafka_records.install()  # kafka-python's fetch loop with the faster record decoder (see kafka_records)
+    # kafka-python's fetch loop with the faster record decoder (process-wide; see kafka_records)
+    kafka_records.install() if settings.kafka_fast_records else kafka_records.uninstall()
     consumer = KafkaConsumer(**cfg)
     if topics is not None:
         consumer.subscribe(list(topics), listener=listener)

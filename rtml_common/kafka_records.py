@@ -12,15 +12,15 @@ transactions and aborted batches, control batches, compression, the bookkeeping 
 errors) is kafka-python's own logic, kept line for line; other batches take kafka-python's loop.
 
 The patch is tied to the kafka-python versions it was checked against (``SUPPORTED``); with
-any other version ``install()`` leaves the library alone. ``RTML_KAFKA_FAST_RECORDS=0``
-turns it off. The integration test ``test_kafka_records`` consumes the same topics with and
-without it and compares every field of every record.
+any other version ``install()`` leaves the library alone. ``make_consumer`` installs it unless
+``RTML_KAFKA_FAST_RECORDS=false`` (``KafkaSettings.kafka_fast_records``). The integration test
+``test_kafka_records`` consumes the same topics with and without it and compares every field of
+every record.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import kafka
 import kafka.errors as Errors
@@ -201,9 +201,6 @@ def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
 
 def install() -> bool:
     """Use the fast record loop in every consumer of this process; False when this kafka-python is not a checked one."""
-    if os.environ.get("RTML_KAFKA_FAST_RECORDS", "1").strip().lower() in ("0", "false", "no", "off"):
-        uninstall()
-        return False
     if not kafka.__version__.startswith(SUPPORTED):
         log.info("kafka-python %s is not one the fast record loop was checked against; using its own", kafka.__version__)
         return False
