@@ -31,6 +31,8 @@ import sqlite3
 import struct
 import time
 from dataclasses import dataclass
+from functools import partial
+from operator import call
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -139,6 +141,37 @@ def value_codec(value_type: ValueType, what: str = "value", text: bool = True) -
     if value_type == ValueType.INT32:
         return _varint_codec("int32_val", 32, text)
     return _proto_codec(value_type, what, text)
+
+
+def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesCodec:
+    """One hash field of an HSET in RESP, value included: python value -> ``\r\n$<n>\r\n<field>\r\n$<m>\r\n<Value proto>``.
+
+    The leading CRLF ends the bulk string before it (the caller ends the row's last one), so a double
+    or float is one ``struct.pack`` call in C and a count one table lookup. ``pack`` raises
+    OverflowError for a finite double beyond float32, which ``value_codec`` stores as +-inf: the
+    caller then frames the batch through ``value_codec``.
+    """
+    prefix = b"\r\n" + _bulk(field)
+    if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
+        fmt = "f" if value_type == ValueType.FLOAT else "d"
+        head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag("float_val" if fmt == "f" else "double_val", 5 if fmt == "f" else 1)])
+        return partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head)
+    base = value_codec(value_type, what, text=False)
+
+    def framed(x) -> bytes:
+        b = base(x)
+        return prefix + b"$%d\r\n%b" % (len(b), b)
+
+    if value_type not in (ValueType.INT64, ValueType.INT32):
+        return framed
+    small = [framed(i) for i in range(1 << 14)]
+
+    def count(x) -> bytes:
+        if x.__class__ is int and 0 <= x < 16384:
+            return small[x]
+        return framed(x)
+
+    return count
 
 
 def split_time(t: float) -> tuple[int, int]:
@@ -349,28 +382,45 @@ class RedisNativeWriter:
         self._frames = {name: (b"*%d\r\n$4\r\nHSET\r\n" % (4 + 2 * len(fields)), _bulk(ts_field), [_bulk(f) for f in fields])
                         for name, (ts_field, fields) in self.fields.items()}
         self._expire = (b"*3\r\n$6\r\nEXPIRE\r\n", _bulk(str(self.ttl).encode())) if self.ttl else None
+        self._field_codecs = {name: [_redis_field_codec(t, f, f"feature '{s.view.name}:{n}'")
+                                     for (n, t), f in zip(s.features, self.fields[name][1])] for name, s in specs.items()}
 
-    def _write_direct(self, view: str, rows: Rows) -> None:
+    def _frame(self, view: str, rows: Rows, framed: bool) -> bytes:
+        """The batch's commands as one RESP buffer; ``framed``: through the field codecs (see _redis_field_codec)."""
         vc = self.views[view]
         key_of, codecs, project, expire = vc.keys, vc.codecs, self.project, self._expire
         head, ts_field, fields = self._frames[view]
+        field_codecs = self._field_codecs[view]
         parts: list[bytes] = []
-        add = parts.append
+        add, extend = parts.append, parts.extend
         for entity_id, t, values in rows:
             key = _bulk(key_of(entity_id) + project)
             add(head)
             add(key)
             add(ts_field)
-            add(_bulk(timestamp_proto_bytes(t)))
-            for f, codec, v in zip(fields, codecs, values):
-                add(f)
-                add(_bulk(codec(v)))
+            ts = timestamp_proto_bytes(t)
+            if framed:
+                add(b"$%d\r\n%b" % (len(ts), ts))  # ended by the first field's CRLF
+                extend(map(call, field_codecs, values))
+                add(b"\r\n")
+            else:
+                add(_bulk(ts))
+                for f, codec, v in zip(fields, codecs, values):
+                    add(f)
+                    add(_bulk(codec(v)))
             if expire is not None:  # EXPIRE <key> <ttl>
                 add(expire[0])
                 add(key)
                 add(expire[1])
-        data = b"".join(parts)  # encoded before anything is sent: a bad value fails the batch without writing part of it
-        replies = len(rows) * (1 if expire is None else 2)
+        return b"".join(parts)
+
+    def _write_direct(self, view: str, rows: Rows) -> None:
+        # Encoded before anything is sent: a bad value fails the batch without writing part of it.
+        try:
+            data = self._frame(view, rows, framed=True)
+        except (OverflowError, struct.error, TypeError):  # float32 overflow (stored as +-inf) or an odd value type
+            data = self._frame(view, rows, framed=False)
+        replies = len(rows) * (1 if self._expire is None else 2)
         conn = self._pool.get_connection()
         try:
             conn.send_packed_command([data])

@@ -124,3 +124,33 @@ def test_native_writer_raises_an_error_reply_and_keeps_the_pool_usable(tmp_path,
         assert len(_hashes(client)) == 3
     finally:
         writer.close()
+
+
+def test_native_writer_matches_feast_beyond_the_fast_framing(tmp_path, redis_server):
+    """Counts past the framed lookup table (and negative ones), float32 overflow (Feast stores +-inf) and
+    int values in float features: the rows that leave the writer's one-call framing still store Feast's bytes."""
+    import time
+
+    from feature_repo.aggregations import AGGREGATIONS
+    from streaming.online import OnlineWriter
+    from streaming.windows import plan_for
+
+    dbs = {"feast": 4, "native": 5}
+    clients = {name: redis.Redis(host="127.0.0.1", port=redis_server.port, db=db) for name, db in dbs.items()}
+    for client in clients.values():
+        client.flushdb()
+    stores = {name: _redis_store(tmp_path / name, f"{redis_server.connection},db={db}", None) for name, db in dbs.items()}
+    writers = {"feast": OnlineWriter(stores["feast"], mode="feast"), "native": OnlineWriter(stores["native"])}
+    t0 = time.time() - 600
+    odd_counts = [16383, 16384, 1 << 40, -1]
+    odd_floats = [3, 1e39, -1e39, 3.4e38]  # an int, beyond float32 both ways, just inside it
+    try:
+        for batch, (count, fval) in enumerate(zip(odd_counts, odd_floats)):
+            rows = {agg.feature_view: [(i, t0 + batch, [count if "_nb_tx_" in n else fval for n in plan_for(agg).names])
+                                       for i in (1, 2)] for agg in AGGREGATIONS}
+            for writer in writers.values():
+                writer.write_now(rows)
+            assert _hashes(clients["native"]) == _hashes(clients["feast"]), (count, fval)
+    finally:
+        for writer in writers.values():
+            writer.close()
