@@ -45,6 +45,18 @@ def _redis_store(home, connection: str, key_ttl_seconds: int | None):
     return store
 
 
+def _feast_and_native(tmp_path, redis_server, dbs: dict[str, int], key_ttl_seconds: int | None):
+    """Clients, stores and writers of Feast's own writer and the native one, each on an empty Redis database."""
+    from streaming.online import OnlineWriter
+
+    clients = {name: redis.Redis(host="127.0.0.1", port=redis_server.port, db=db) for name, db in dbs.items()}
+    for client in clients.values():
+        client.flushdb()
+    stores = {name: _redis_store(tmp_path / name, f"{redis_server.connection},db={db}", key_ttl_seconds) for name, db in dbs.items()}
+    writers = {"feast": OnlineWriter(stores["feast"], mode="feast"), "native": OnlineWriter(stores["native"])}
+    return clients, stores, writers
+
+
 def _hashes(client: redis.Redis) -> dict:
     return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
 
@@ -55,15 +67,10 @@ def test_native_writer_stores_feast_bytes_in_redis(tmp_path, redis_server, key_t
     import time
 
     from feature_repo.aggregations import AGGREGATIONS
-    from streaming.online import OnlineWriter
     from streaming.windows import plan_for
 
     dbs = {"feast": 1, "native": 2}
-    clients = {name: redis.Redis(host="127.0.0.1", port=redis_server.port, db=db) for name, db in dbs.items()}
-    for client in clients.values():
-        client.flushdb()
-    stores = {name: _redis_store(tmp_path / name, f"{redis_server.connection},db={db}", key_ttl_seconds) for name, db in dbs.items()}
-    writers = {"feast": OnlineWriter(stores["feast"], mode="feast"), "native": OnlineWriter(stores["native"])}
+    clients, stores, writers = _feast_and_native(tmp_path, redis_server, dbs, key_ttl_seconds)
     assert (writers["feast"].kind, writers["native"].kind) == ("feast", "native-redis")
 
     def rows(agg, ids, t0, scale):
@@ -132,15 +139,9 @@ def test_native_writer_matches_feast_beyond_the_fast_framing(tmp_path, redis_ser
     import time
 
     from feature_repo.aggregations import AGGREGATIONS
-    from streaming.online import OnlineWriter
     from streaming.windows import plan_for
 
-    dbs = {"feast": 4, "native": 5}
-    clients = {name: redis.Redis(host="127.0.0.1", port=redis_server.port, db=db) for name, db in dbs.items()}
-    for client in clients.values():
-        client.flushdb()
-    stores = {name: _redis_store(tmp_path / name, f"{redis_server.connection},db={db}", None) for name, db in dbs.items()}
-    writers = {"feast": OnlineWriter(stores["feast"], mode="feast"), "native": OnlineWriter(stores["native"])}
+    clients, _, writers = _feast_and_native(tmp_path, redis_server, {"feast": 4, "native": 5}, None)
     t0 = time.time() - 600
     odd_counts = [16383, 16384, 1 << 40, -1]
     odd_floats = [3, 1e39, -1e39, 3.4e38]  # an int, beyond float32 both ways, just inside it
