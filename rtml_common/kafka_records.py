@@ -47,10 +47,14 @@ def _fast_records(self, tp, batch):
         for _ in range(batch.records_count):
             # Record: length varint, attributes int8, timestamp delta varlong, offset delta varint,
             # key and value (varint length, -1 = null), header count, headers. Varints are zigzag:
-            # a single byte below 0x80 is the common case here and is decoded inline.
+            # one byte below 0x80 is the common case and is decoded inline, so are two-byte lengths
+            # (records and values of 64 to 8,191 bytes) and offset deltas; longer ones by kafka-python.
             b = buffer[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:  # two bytes: records of 64 to 8,191 bytes
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                length, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 length, pos = decode_varint(buffer, pos)
             start = pos
@@ -63,6 +67,9 @@ def _fast_records(self, tp, batch):
             b = buffer[pos]
             if b < 0x80:
                 offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 offset_delta, pos = decode_varint(buffer, pos)
             b = buffer[pos]
@@ -78,6 +85,9 @@ def _fast_records(self, tp, batch):
             b = buffer[pos]
             if b < 0x80:
                 value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                value_len, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 value_len, pos = decode_varint(buffer, pos)
             if value_len >= 0:
