@@ -98,6 +98,17 @@ def start_producer(settings, records, rate: float) -> JavaRateProducer:
     return JavaRateProducer(settings.kafka_bootstrap, records, rate)
 
 
+def start_phase(settings, records, rate: float, broker_pid: int) -> tuple[JavaRateProducer, "CpuShare"]:
+    """Start a rate-limited phase: the load generator sending and the CPU accounting running."""
+    producer = start_producer(settings, records, rate)
+    # The phase's records were just built in this process: collected now, they are old objects the
+    # engine's young-generation collections need not scan (a 50,000-record list cost a 50-200 ms pause).
+    gc.collect()
+    cpu = CpuShare(broker_pid)
+    producer.go()
+    return producer, cpu
+
+
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) a running process has used so far, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -210,12 +221,7 @@ def drive(step, until_consumed, producer: JavaRateProducer, limit_s: float) -> N
 def rtml_freshness(runner: StreamRunner, fresh: Freshness, settings, records, rate: float, broker_pid: int) -> dict:
     target = runner.stats.consumed + len(records)
     fresh.values = []
-    producer = start_producer(settings, records, rate)
-    # The phase's records were just built in this process: collected now, they are old objects the
-    # engine's young-generation collections need not scan (a 50,000-record list cost a 50-200 ms pause).
-    gc.collect()
-    cpu = CpuShare(broker_pid)
-    producer.go()
+    producer, cpu = start_phase(settings, records, rate, broker_pid)
     drive(runner.step, lambda: runner.stats.consumed >= target and runner.caught_up_with_own_forwards, producer,
           len(records) / rate + 30)
     runner.commit()
@@ -322,12 +328,7 @@ def baseline_freshness(base: PushBaseline, fresh: Freshness, settings, records, 
     base.position_at_end()
     target = base.consumed + len(records)
     fresh.values = []
-    producer = start_producer(settings, records, rate)
-    # The phase's records were just built in this process: collected now, they are old objects the
-    # engine's young-generation collections need not scan (a 50,000-record list cost a 50-200 ms pause).
-    gc.collect()
-    cpu = CpuShare(broker_pid)
-    producer.go()
+    producer, cpu = start_phase(settings, records, rate, broker_pid)
     drive(base.step, lambda: base.consumed >= target, producer, len(records) / rate + 30)
     values, fresh.values = fresh.values, None
     producer.join(timeout=10)

@@ -153,8 +153,8 @@ def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesC
     """
     prefix = b"\r\n" + _bulk(field)
     if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
-        fmt = "f" if value_type == ValueType.FLOAT else "d"
-        head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag("float_val" if fmt == "f" else "double_val", 5 if fmt == "f" else 1)])
+        fmt, field_name, wire = ("f", "float_val", 5) if value_type == ValueType.FLOAT else ("d", "double_val", 1)
+        head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag(field_name, wire)])
         return partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head)
     base = value_codec(value_type, what, text=False)
 
