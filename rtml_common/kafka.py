@@ -54,7 +54,10 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
     )
     cfg.update(overrides)
     # kafka-python's fetch loop with the faster record decoder (process-wide; see kafka_records)
-    kafka_records.install() if settings.kafka_fast_records else kafka_records.uninstall()
+    if settings.kafka_fast_records:
+        kafka_records.install()
+    else:
+        kafka_records.uninstall()
     consumer = KafkaConsumer(**cfg)
     if topics is not None:
         consumer.subscribe(list(topics), listener=listener)

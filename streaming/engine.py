@@ -19,7 +19,7 @@ import pandas as pd
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from streaming.topology import Stream
-from streaming.windows import FEATURE_FUNCTIONS, EntityState, FeaturePlan, plan_for
+from streaming.windows import EntityState, FeaturePlan, plan_for
 
 EVENT_TIMESTAMP = "event_timestamp"
 SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned when touched
@@ -29,14 +29,13 @@ class _Route:
     """One (source, aggregation input) pair, compiled."""
 
     __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "plan", "states", "dirty", "horizon",
-                 "known_field", "kernel", "bounds")
+                 "known_field")
 
     def __init__(self, agg: EntityAggregation, inp, states: dict, dirty: set, horizon: float, known_field: str | None = None):
         self.view, self.join_key = agg.feature_view, agg.join_key
         self.is_event = inp.role == "event"
         self.time_field, self.id_field, self.value_field = inp.time_field, inp.id_field, inp.value_field
         self.plan: FeaturePlan = plan_for(agg)
-        self.kernel, self.bounds = FEATURE_FUNCTIONS[agg.kind], self.plan.bounds  # plan.values, one call less
         self.states, self.dirty, self.horizon = states, dirty, horizon
         self.known_field = known_field  # when a label became known (its source's log time)
 
@@ -156,7 +155,7 @@ class FeatureEngine:
                 if not st.add_event(event[r.id_field], ts, value):
                     continue  # a replay: already counted
                 changed = True
-                row = r.kernel(st, ts, r.bounds)  # a fresh list: the offline row, columns as offline_columns(view)
+                row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
                 row.append(entity_id)
                 row.append(ts)
                 # The newest event's row is also the entity's next online value (see drain_online_values).

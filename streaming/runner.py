@@ -72,6 +72,7 @@ from streaming.topology import Stream, build_topology, check_copartitioned, repa
 from streaming.validation import InvalidEvent, batch_decoder_for, decoder_for
 
 log = logging.getLogger(__name__)
+_NO_WATERMARK = float("-inf")
 
 
 @dataclass
@@ -280,19 +281,11 @@ class StreamRunner:
             rekeyers = [self._rekeyers[f.topic] for f in stream.forwards]
             owned = [(self._owned[f.topic], self.topology[f.topic].name) for f in stream.forwards]
             decoded = self._batch_decoders[tp.topic]([rec.value for rec in records])
-            time_field, grace = stream.source.event_time, self.settings.grace_s
-            watermark = self._watermarks.get(tp, float("-inf"))
+            admit, time_field = self._admit, stream.source.event_time
             for rec, event in zip(records, decoded):
                 stamps.append(rec.timestamp)
-                if event is None or isinstance(event, InvalidEvent):
-                    self._reject(rec, event)
+                if not admit(tp, rec, event, time_field):
                     continue
-                ts = event[time_field]
-                if ts < watermark - grace:  # see _accept
-                    self._reject(rec, _late(ts, watermark, grace, tp))
-                    continue
-                if ts > watermark:
-                    watermark = self._watermarks[tp] = ts
                 apply(name, event, rows)
                 for rk, (partitions, rekeyed) in zip(rekeyers, owned):
                     # step 2: re-key for the aggregations this topic's key does not fit. When this
@@ -335,23 +328,31 @@ class StreamRunner:
             event = self._decoders[tp.topic](rec.value)
         except InvalidEvent as exc:
             event = exc
+        return event if self._admit(tp, rec, event, stream.source.event_time, restoring) else None
+
+    def _admit(self, tp: TopicPartition, rec, event, time_field: str, restoring: bool = False) -> bool:
+        """Whether a decoded record (an event, None = filtered, or its ``InvalidEvent``) is applied.
+
+        Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
+        order, so only an event older than the partition's latest minus the grace is late; it goes
+        to the DLQ instead of silently rewriting closed windows.
+        """
         if event is None or isinstance(event, InvalidEvent):
             if not restoring:
                 self._reject(rec, event)
-            return None
-        # Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
-        # order, so only an event older than the partition's latest minus the grace is late; it
-        # goes to the DLQ instead of silently rewriting closed windows. (``step`` inlines this.)
-        ts = event[stream.source.event_time]
-        watermark = self._watermarks.get(tp, float("-inf"))
+            return False
+        ts = event[time_field]
+        watermark = self._watermarks.get(tp, _NO_WATERMARK)
         grace = self.settings.grace_s
         if ts < watermark - grace:
             if not restoring:
-                self._reject(rec, _late(ts, watermark, grace, tp))
-            return None
+                self._reject(rec, InvalidEvent(
+                    "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
+                            f"(grace {grace:.0f}s)"))
+            return False
         if ts > watermark:
             self._watermarks[tp] = ts
-        return event
+        return True
 
     def _reject(self, rec, error: InvalidEvent | None) -> None:
         """A source record that yields no event: dead-lettered with its reason, or counted as filtered (None)."""
@@ -459,11 +460,6 @@ class StreamRunner:
             self.writer.close()
             self.consumer.close(autocommit=False)  # leaving the group calls the revoke callback: see _failed
             self.producer.close()
-
-
-def _late(ts: float, watermark: float, grace: float, tp: TopicPartition) -> InvalidEvent:
-    return InvalidEvent("late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream "
-                                f"time (grace {grace:.0f}s)")
 
 
 class _Checkpoint:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
+from functools import partial
 from typing import Callable
 
 from feature_repo.aggregations import EntityAggregation
@@ -121,16 +122,15 @@ class FeaturePlan:
         self.names: tuple[str, ...] = tuple(agg.feature_names())
         self.bounds: tuple[tuple[float, float], ...] = tuple(
             (w.delay.total_seconds(), w.length.total_seconds()) for w in agg.windows)
-        kernel = FEATURE_FUNCTIONS[agg.kind]
-        bounds = self.bounds
-        self.values: Callable[[EntityState, float], list] = lambda state, t: kernel(state, t, bounds)
+        # values(state, t): the kernel with its bounds bound in C, no Python frame between the two.
+        self.values: Callable[[EntityState, float], list] = partial(FEATURE_FUNCTIONS[agg.kind], self.bounds)
 
     def row(self, state: EntityState, t: float) -> dict:
         """Features of ``state`` at reference time ``t``, by feature name."""
         return dict(zip(self.names, self.values(state, t)))
 
 
-def _count_avg(state: EntityState, t: float, bounds) -> list:
+def _count_avg(bounds, state: EntityState, t: float) -> list:
     """Count and average of event values in (t - length - delay, t - delay] for each window."""
     out: list = []
     times, values = state.events.times, state.events.values
@@ -146,7 +146,7 @@ def _count_avg(state: EntityState, t: float, bounds) -> list:
     return out
 
 
-def _count_risk(state: EntityState, t: float, bounds) -> list:
+def _count_risk(bounds, state: EntityState, t: float) -> list:
     """Count of events and share of them labelled positive, in (t - (length+delay), t - delay]."""
     out: list = []
     times, lab = state.events.times, state.labels
@@ -178,12 +178,12 @@ def plan_for(agg: EntityAggregation) -> FeaturePlan:
 
 def count_avg(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
     """Count and average of event values in (t - length, t] for each window."""
-    return _count_avg(state, t, plan_for(agg).bounds)
+    return _count_avg(plan_for(agg).bounds, state, t)
 
 
 def count_risk(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
     """Count of events and share of them labelled positive, in (t - (length+delay), t - delay]."""
-    return _count_risk(state, t, plan_for(agg).bounds)
+    return _count_risk(plan_for(agg).bounds, state, t)
 
 
 def features_at(state: EntityState, t: float, agg: EntityAggregation) -> dict[str, float]:
