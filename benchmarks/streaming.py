@@ -55,7 +55,7 @@ from streaming.process import tune_interpreter
 from streaming.runner import StreamRunner
 from streaming.settings import StreamingSettings
 from streaming.validation import InvalidEvent, decoder_for
-from streaming.windows import DAY_S, EntityState
+from streaming.windows import DAY_S, windows_implementation
 
 RESULTS = Path(__file__).parent / "results" / "streaming.json"
 TOPIC_SOURCE = {s.topic: s for s in SOURCES}
@@ -144,7 +144,7 @@ def machine() -> dict:
     t = time.perf_counter()
     sum(range(10**6))
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "sum_range_1e6_ms": round((time.perf_counter() - t) * 1000, 1)}
+            "sum_range_1e6_ms": round((time.perf_counter() - t) * 1000, 1), "windows": windows_implementation().name}
 
 
 # -- (c) memory ------------------------------------------------------------------------------
@@ -152,18 +152,19 @@ def _memory_probe(n_entities: int, queue) -> None:
     rng = np.random.default_rng(0)
     engine = FeatureEngine()
     cust, term = engine.state["customer_spending"], engine.state["terminal_risk"]
+    new_state = engine.windows.state  # the implementation the engine runs
     gc.collect()
     before = rss_bytes()
     event_id = 10_000_000
     half = n_entities // 2
     for entity in range(half):  # a customer: ~2 transactions a day over its 30-day horizon
-        st = cust[entity] = EntityState()
+        st = cust[entity] = new_state()
         times = np.sort(rng.uniform(0, 30 * DAY_S, 60)).tolist()
         for ts, amount in zip(times, rng.uniform(5, 200, 60).round(2).tolist()):
             st.add_event(event_id, ts, amount)
             event_id += 1
     for entity in range(n_entities - half):  # a terminal: ~1 a day over 37 days, a few labelled
-        st = term[entity] = EntityState()
+        st = term[entity] = new_state()
         for ts in np.sort(rng.uniform(0, 37 * DAY_S, 37)).tolist():
             st.add_event(event_id, ts, 0.0)
             if event_id % 64 == 0:

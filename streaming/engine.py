@@ -19,7 +19,7 @@ import pandas as pd
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from streaming.topology import Stream
-from streaming.windows import EntityState, FeaturePlan, plan_for
+from streaming.windows import EntityState, WindowImplementation, plan_for, windows_implementation
 
 EVENT_TIMESTAMP = "event_timestamp"
 SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned when touched
@@ -28,14 +28,15 @@ SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned w
 class _Route:
     """One (source, aggregation input) pair, compiled."""
 
-    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "plan", "states", "dirty", "horizon",
-                 "known_field")
+    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "kernel", "new_state", "states",
+                 "dirty", "horizon", "known_field")
 
-    def __init__(self, agg: EntityAggregation, inp, states: dict, dirty: set, horizon: float, known_field: str | None = None):
+    def __init__(self, agg: EntityAggregation, inp, kernel, new_state, states: dict, dirty: set, horizon: float,
+                 known_field: str | None = None):
         self.view, self.join_key = agg.feature_view, agg.join_key
         self.is_event = inp.role == "event"
         self.time_field, self.id_field, self.value_field = inp.time_field, inp.id_field, inp.value_field
-        self.plan: FeaturePlan = plan_for(agg)
+        self.kernel, self.new_state = kernel, new_state  # values(state, t) and the state type, of one implementation
         self.states, self.dirty, self.horizon = states, dirty, horizon
         self.known_field = known_field  # when a label became known (its source's log time)
 
@@ -79,11 +80,17 @@ class FeatureEngine:
     A stream is what the engine is fed: by default one per source, feeding every aggregation
     and logging raw events; the Kafka runner passes its topology's streams instead
     (``streaming.topology``), where a repartition stream feeds some aggregations and logs nothing.
+
+    ``windows`` is the window implementation (``streaming.windows``): the compiled one when built, by default.
     """
 
     def __init__(self, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
-                 sources: tuple[EventSource, ...] = SOURCES, grace_s: float = 0.0, streams: Iterable[Stream] | None = None):
+                 sources: tuple[EventSource, ...] = SOURCES, grace_s: float = 0.0, streams: Iterable[Stream] | None = None,
+                 windows: WindowImplementation | None = None):
         self.aggregations = aggregations
+        self.windows = windows = windows or windows_implementation()
+        # values(state, t) per feature view, from the chosen implementation
+        self._kernels = {a.feature_view: windows.kernel(a.kind, plan_for(a).bounds) for a in aggregations}
         self.sources = {s.name: s for s in sources}
         self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
         self._dirty: dict[str, set[int]] = {a.feature_view: set() for a in aggregations}
@@ -103,9 +110,10 @@ class FeatureEngine:
                     continue
                 for inp in agg.inputs:
                     if inp.source == src.name:
+                        view = agg.feature_view
                         self._routes[stream.name].append(_Route(
-                            agg, inp, self.state[agg.feature_view], self._dirty[agg.feature_view], self._horizon[agg.feature_view],
-                            src.log_time))
+                            agg, inp, self._kernels[view], windows.state, self.state[view], self._dirty[view],
+                            self._horizon[view], src.log_time))
         self._since_sweep = 0
         self.changed = False  # whether the last ``apply`` changed anything (False: every route saw a replay)
         self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
@@ -148,23 +156,19 @@ class FeatureEngine:
             entity_id = event[r.join_key]
             st = r.states.get(entity_id)
             if st is None:
-                st = r.states[entity_id] = EntityState()
+                st = r.states[entity_id] = r.new_state()
             ts = event[r.time_field]
             if r.is_event:
-                value = float(event[r.value_field]) if r.value_field else 0.0
-                if not st.add_event(event[r.id_field], ts, value):
-                    continue  # a replay: already counted
+                # The offline row, columns as offline_columns(view); None for a replay (already counted).
+                row = st.fold_event(event[r.id_field], ts, float(event[r.value_field]) if r.value_field else 0.0,
+                                    r.kernel, r.horizon, entity_id)
+                if row is None:
+                    continue
                 changed = True
-                row = r.plan.values(st, ts)  # a fresh list: the offline row, columns as offline_columns(view)
-                row.append(entity_id)
-                row.append(ts)
-                # The newest event's row is also the entity's next online value (see drain_online_values).
-                st.latest = row if ts == st.last_event_time else None
                 buffer = out.get(r.view)
                 if buffer is None:
                     buffer = out[r.view] = ColumnBuffer(self._view_columns[r.view])
                 buffer.append(row)
-                st.maybe_prune(r.horizon)
             elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
                 continue
             else:
@@ -192,8 +196,7 @@ class FeatureEngine:
             dirty = self._dirty[agg.feature_view]
             if not dirty:
                 continue
-            states, plan = self.state[agg.feature_view], plan_for(agg)
-            values, width = plan.values, len(plan.names)
+            states, values, width = self.state[agg.feature_view], self._kernels[agg.feature_view], len(plan_for(agg).names)
             known, written = self._known_at[agg.feature_view], self._written_at[agg.feature_view]
             rows = []
             for entity_id in dirty:

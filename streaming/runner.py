@@ -70,6 +70,7 @@ from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
 from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
 from streaming.validation import InvalidEvent, batch_decoder_for, decoder_for
+from streaming.windows import windows_implementation
 
 log = logging.getLogger(__name__)
 _NO_WATERMARK = float("-inf")
@@ -102,7 +103,8 @@ class StreamRunner:
         self._decoders = {t: decoder_for(s.source) for t, s in self.topology.items()}
         self._batch_decoders = {t: batch_decoder_for(s.source) for t, s in self.topology.items()}
         self._create_topics()
-        self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values())
+        self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values(),
+                                    windows=windows_implementation(settings.compiled_windows))
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self._user_listener = write_listener

@@ -4,14 +4,22 @@ State keeps each event of the entity's horizon (longest window + delay + grace) 
 order, so every window is exact at any reference time and memory per entity is bounded by
 the horizon. Events are identified by (id, event time): a replayed event (at-least-once delivery) is a
 no-op, which makes the online store converge to the batch recomputation.
+
+This module is the reference implementation. ``streaming/_windows_compiled.pyx`` is its compiled
+twin (same rules, C arrays), built at install time where a C compiler is present;
+``windows_implementation`` picks one of the two for the engine.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import warnings
 from array import array
 from bisect import bisect_left, bisect_right
 from functools import partial
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 from feature_repo.aggregations import EntityAggregation
 
@@ -108,6 +116,18 @@ class EntityState:
             if cut >= PRUNE_MIN or 4 * cut >= len(times):
                 self.prune(horizon_s)
 
+    def fold_event(self, event_id: int, ts: float, value: float, kernel: Callable, horizon_s: float, entity_id) -> list | None:
+        """Add one event; its offline row (features at ``ts``, then entity id and ``ts``), or None for a replay."""
+        if not self.add_event(event_id, ts, value):
+            return None
+        row = kernel(self, ts)  # a fresh list
+        row.append(entity_id)
+        row.append(ts)
+        # The newest event's row is also the entity's next online value (see drain_online_values).
+        self.latest = row if ts == self.last_event_time else None
+        self.maybe_prune(horizon_s)
+        return row
+
 
 PRUNE_MIN = 16
 _NO_LABELS = _Timeline()
@@ -189,3 +209,44 @@ def count_risk(state: EntityState, t: float, agg: EntityAggregation) -> list[flo
 def features_at(state: EntityState, t: float, agg: EntityAggregation) -> dict[str, float]:
     """The aggregation's features of ``state`` at reference time ``t``, by feature name."""
     return plan_for(agg).row(state, t)
+
+
+class WindowImplementation(NamedTuple):
+    """Where the engine's window state and kernels come from."""
+
+    name: str
+    state: Callable[[], EntityState]  # a new, empty entity state
+    kernel: Callable[[str, tuple], Callable[[EntityState, float], list]]  # (kind, bounds) -> values(state, t)
+
+    def features_at(self, state, t: float, agg: EntityAggregation) -> dict:
+        """The aggregation's features of ``state`` (of this implementation) at ``t``, by feature name."""
+        plan = plan_for(agg)
+        return dict(zip(plan.names, self.kernel(agg.kind, plan.bounds)(state, t)))
+
+
+PYTHON_WINDOWS = WindowImplementation("python", EntityState, lambda kind, bounds: partial(FEATURE_FUNCTIONS[kind], bounds))
+
+
+def _compiled_windows() -> WindowImplementation | None:
+    """The compiled twin, if it was built from the ``.pyx`` beside this file as it is now."""
+    try:
+        from streaming import _windows_compiled as compiled
+    except ImportError:
+        return None
+    source = Path(__file__).with_name("_windows_compiled.pyx")
+    # In a source checkout, a build older than its source would run old rules: refuse it.
+    if source.exists() and hashlib.sha1(source.read_bytes()).hexdigest() != compiled.SOURCE_SHA1:
+        warnings.warn(f"{compiled.__file__} was built from an older {source.name}; using the Python windows "
+                      "until it is rebuilt (pip install -e . or make install)", RuntimeWarning, stacklevel=2)
+        return None
+    return WindowImplementation("compiled", compiled.EntityState, compiled.Kernel)
+
+
+COMPILED_WINDOWS = _compiled_windows()
+
+
+def windows_implementation(compiled: bool = True) -> WindowImplementation:
+    """The compiled windows when asked for and built, the Python ones otherwise."""
+    if compiled and COMPILED_WINDOWS is None:
+        logging.getLogger(__name__).info("compiled windows not built: using the Python implementation")
+    return COMPILED_WINDOWS if compiled and COMPILED_WINDOWS is not None else PYTHON_WINDOWS

@@ -32,8 +32,8 @@ def run_engine(df, engine=None, events=None):
     return engine, offline
 
 
-def test_offline_rows_equal_batch_features(small):
-    engine, offline = run_engine(small)
+def test_offline_rows_equal_batch_features(small, windows):
+    engine, offline = run_engine(small, FeatureEngine(windows=windows))
     batch = transaction_features(small).set_index("TRANSACTION_ID")
     cust = engine.offline_frame(offline["customer_spending"])
     assert len(cust) == len(small)
@@ -45,9 +45,9 @@ def test_offline_rows_equal_batch_features(small):
     np.testing.assert_allclose(term[TERMINAL_FEATURES].to_numpy(float), batch.loc[tx_ids, TERMINAL_FEATURES].to_numpy(float), rtol=1e-9)
 
 
-def test_online_rows_equal_batch_final_state_and_replay_is_idempotent(small):
+def test_online_rows_equal_batch_final_state_and_replay_is_idempotent(small, windows):
     events = list(to_events(small))
-    engine, _ = run_engine(small, events=events)
+    engine, _ = run_engine(small, FeatureEngine(windows=windows), events=events)
     run_engine(small, engine=engine, events=events[: len(events) // 2])  # at-least-once replay
     online = engine.drain_online()
     cust_batch, term_batch = entity_features_at(small)
@@ -58,15 +58,14 @@ def test_online_rows_equal_batch_final_state_and_replay_is_idempotent(small):
     np.testing.assert_allclose(term[TERMINAL_FEATURES].to_numpy(float), term_batch.loc[term.index, TERMINAL_FEATURES].to_numpy(float), rtol=1e-9)
 
 
-def test_online_values_reuse_the_newest_row_only_while_nothing_else_changed():
+def test_online_values_reuse_the_newest_row_only_while_nothing_else_changed(windows):
     from feature_repo.aggregations import AGGREGATIONS
-    from streaming.windows import features_at
 
     def tx(i, t, amount, customer=1, terminal=2):
         return {"transaction_id": i, "tx_datetime": t, "customer_id": customer, "terminal_id": terminal, "tx_amount": amount}
 
     day = 86400.0
-    engine = FeatureEngine()
+    engine = FeatureEngine(windows=windows)
     engine.apply("transactions", tx(3, 2 * day, 50.0, customer=3))
     engine.apply("transactions", tx(2, 10 * day - 60, 30.0))
     engine.apply("transactions", tx(1, 10 * day, 10.0))  # the newest of customer 1 and terminal 2
@@ -76,7 +75,8 @@ def test_online_values_reuse_the_newest_row_only_while_nothing_else_changed():
     for agg in AGGREGATIONS:
         for row in drained[agg.feature_view]:
             st = engine.state[agg.feature_view][row[agg.join_key]]
-            assert {k: row[k] for k in features_at(st, st.last_event_time, agg)} == features_at(st, st.last_event_time, agg)
+            want = windows.features_at(st, st.last_event_time, agg)
+            assert {k: row[k] for k in want} == want
     customer = {r["customer_id"]: r for r in drained["customer_spending"]}[1]
     assert customer["customer_id_nb_tx_1day_window"] == 3 and customer["customer_id_avg_amount_1day_window"] == 20.0
     terminal = {r["terminal_id"]: r for r in drained["terminal_risk"]}[2]  # its newest row predates the label

@@ -1,11 +1,11 @@
-"""Window state against a brute-force definition of the declared windows."""
+"""Window state against a brute-force definition of the declared windows (both implementations: conftest)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
 from feature_repo.aggregations import CUSTOMER_SPENDING, TERMINAL_RISK
-from streaming.windows import DAY_S, EntityState, features_at
+from streaming.windows import DAY_S
 
 
 def brute(events, labels, t, agg):
@@ -31,13 +31,13 @@ times = st.floats(min_value=0, max_value=60 * DAY_S, allow_nan=False)
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(times, st.floats(min_value=0, max_value=500, allow_nan=False)), min_size=1, max_size=60), times)
-def test_count_avg_matches_brute_force(evs, t):
-    state = EntityState()
+def test_count_avg_matches_brute_force(windows, evs, t):
+    state = windows.state()
     events = []
     for i, (ts, amount) in enumerate(evs):
         state.add_event(i, ts, amount)
         events.append((i, ts, amount))
-    got = features_at(state, t, CUSTOMER_SPENDING)
+    got = windows.features_at(state, t, CUSTOMER_SPENDING)
     want = brute(events, [], t, CUSTOMER_SPENDING)
     assert got.keys() == want.keys()
     for k in want:
@@ -46,8 +46,8 @@ def test_count_avg_matches_brute_force(evs, t):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(times, st.booleans()), min_size=1, max_size=60), times)
-def test_count_risk_matches_brute_force(evs, t):
-    state = EntityState()
+def test_count_risk_matches_brute_force(windows, evs, t):
+    state = windows.state()
     events, labels = [], []
     for i, (ts, fraud) in enumerate(evs):
         state.add_event(i, ts)
@@ -55,21 +55,21 @@ def test_count_risk_matches_brute_force(evs, t):
         if fraud:
             state.add_label(i, ts, 1.0)
             labels.append((i, ts, 1.0))
-    got = features_at(state, t, TERMINAL_RISK)
+    got = windows.features_at(state, t, TERMINAL_RISK)
     want = brute(events, labels, t, TERMINAL_RISK)
     for k in want:
         assert abs(got[k] - want[k]) < 1e-9, k
 
 
-def test_replayed_event_is_not_counted_twice():
-    state = EntityState()
+def test_replayed_event_is_not_counted_twice(windows):
+    state = windows.state()
     assert state.add_event(7, 100.0, 10.0)
     assert not state.add_event(7, 100.0, 10.0)
-    assert features_at(state, 100.0, CUSTOMER_SPENDING)["customer_id_nb_tx_1day_window"] == 1
+    assert windows.features_at(state, 100.0, CUSTOMER_SPENDING)["customer_id_nb_tx_1day_window"] == 1
 
 
-def test_prune_bounds_state_to_the_horizon():
-    state = EntityState()
+def test_prune_bounds_state_to_the_horizon(windows):
+    state = windows.state()
     for i in range(100):
         state.add_event(i, i * DAY_S, 1.0)
     state.prune(CUSTOMER_SPENDING.horizon.total_seconds())
@@ -77,20 +77,20 @@ def test_prune_bounds_state_to_the_horizon():
     assert min(state.events.times) > 99 * DAY_S - 30 * DAY_S
 
 
-def test_out_of_order_replay_is_found_by_id_and_time():
-    state = EntityState()
+def test_out_of_order_replay_is_found_by_id_and_time(windows):
+    state = windows.state()
     assert state.add_event(1, 100.0, 1.0)
     assert state.add_event(2, 50.0, 2.0)  # late, inserted before
     assert state.add_event(3, 50.0, 4.0)  # same time, another event
     assert not state.add_event(2, 50.0, 2.0)
     assert not state.add_event(1, 100.0, 1.0)
     assert list(state.events.times) == [50.0, 50.0, 100.0]
-    assert features_at(state, 100.0, CUSTOMER_SPENDING)["customer_id_avg_amount_1day_window"] == 7.0 / 3
+    assert windows.features_at(state, 100.0, CUSTOMER_SPENDING)["customer_id_avg_amount_1day_window"] == 7.0 / 3
 
 
-def test_labels_are_allocated_only_when_one_arrives():
-    state = EntityState()
+def test_labels_are_allocated_only_when_one_arrives(windows):
+    state = windows.state()
     state.add_event(1, 10.0)
     assert len(state.labels.times) == 0 and state._labels is None
     assert state.add_label(1, 10.0, 1.0) and not state.add_label(1, 10.0, 1.0)
-    assert features_at(state, 10.0 + 7 * DAY_S, TERMINAL_RISK)["terminal_id_risk_1day_window"] == 1.0
+    assert windows.features_at(state, 10.0 + 7 * DAY_S, TERMINAL_RISK)["terminal_id_risk_1day_window"] == 1.0

@@ -1,0 +1,250 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled twin of ``streaming.windows``: the same window state and kernels over C arrays.
+
+``streaming.windows`` is the reference (pure Python, always available); this module is built
+from the same rules when a C compiler is present at install time and is what the engine runs
+by default (``RTML_STREAMING_COMPILED_WINDOWS``). Every result is bit-for-bit the Python one:
+the same event order, the same left-to-right float sums, counts as ints
+(tests/unit/streaming/test_windows_compiled.py checks both against each other).
+
+One timeline is one malloc'ed array of (time, value, id) records, 24 bytes an event, kept
+sorted by time; windows are found by binary search and summed in a C loop.
+"""
+
+from cpython.array cimport array
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memmove
+
+cdef extern from *:
+    """
+    #ifndef RTML_SOURCE_SHA1
+    #define RTML_SOURCE_SHA1 ""
+    #endif
+    """
+    const char* RTML_SOURCE_SHA1
+
+SOURCE_SHA1 = RTML_SOURCE_SHA1.decode()  # sha1 of this file when it was built (streaming.windows checks staleness)
+PRUNE_MIN = 16  # as streaming.windows.PRUNE_MIN
+
+ctypedef struct Ev:
+    double t
+    double v
+    long long id
+
+
+cdef class Timeline:
+    """Events sorted by time; an event is identified by (id, time), so a replay is found and ignored."""
+
+    cdef Ev* buf
+    cdef Py_ssize_t n, cap
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    def __len__(self):
+        return self.n
+
+    cdef int _reserve(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self.cap or 4
+        cdef Ev* grown
+        if need <= self.cap:
+            return 0
+        while cap < need:
+            cap *= 2
+        grown = <Ev*> realloc(self.buf, cap * sizeof(Ev))
+        if grown == NULL:
+            raise MemoryError()
+        self.buf, self.cap = grown, cap
+        return 0
+
+    cdef inline Py_ssize_t right(self, double x, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        """bisect_right over times in [lo, hi)."""
+        cdef Py_ssize_t mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if x < self.buf[mid].t:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    cdef inline Py_ssize_t left(self, double x, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        cdef Py_ssize_t mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.buf[mid].t < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef inline double sum_values(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        cdef double total = 0.0  # left to right, as Python's sum() of the same floats
+        cdef Py_ssize_t i
+        for i in range(lo, hi):
+            total += self.buf[i].v
+        return total
+
+    cpdef bint add(self, long long event_id, double ts, double value) except -1:
+        """Insert the event in time order; False when (id, ts) is already there (a replay)."""
+        cdef Py_ssize_t lo, hi, i
+        if self.n == 0 or ts > self.buf[self.n - 1].t:  # the common case: a new latest event
+            hi = self.n
+        else:
+            lo = self.left(ts, 0, self.n)
+            hi = self.right(ts, lo, self.n)
+            for i in range(lo, hi):
+                if self.buf[i].id == event_id:
+                    return False
+        self._reserve(self.n + 1)
+        if hi < self.n:
+            memmove(&self.buf[hi + 1], &self.buf[hi], (self.n - hi) * sizeof(Ev))
+        self.buf[hi].t, self.buf[hi].v, self.buf[hi].id = ts, value, event_id
+        self.n += 1
+        return True
+
+    def span(self, double lo, double hi):
+        """Index range of events with lo < time <= hi."""
+        return self.right(lo, 0, self.n), self.right(hi, 0, self.n)
+
+    cpdef prune(self, double before):
+        """Drop events stamped at or before ``before``."""
+        cdef Py_ssize_t cut = self.right(before, 0, self.n)
+        if cut:
+            memmove(self.buf, &self.buf[cut], (self.n - cut) * sizeof(Ev))
+            self.n -= cut
+
+    @property
+    def times(self):
+        return array("d", [self.buf[i].t for i in range(self.n)])
+
+    @property
+    def values(self):
+        return array("d", [self.buf[i].v for i in range(self.n)])
+
+    @property
+    def ids(self):
+        return array("q", [self.buf[i].id for i in range(self.n)])
+
+
+cdef Timeline _NO_LABELS = Timeline()
+
+
+cdef class EntityState:
+    """Window state of one entity for one aggregation (see ``streaming.windows.EntityState``)."""
+
+    cdef readonly Timeline events
+    cdef public Timeline _labels  # most entities never see a label: allocated on the first
+    cdef double _last
+    cdef bint _has_last
+    cdef public object latest  # features at the last event time as last computed, values first; or None
+
+    def __cinit__(self):
+        self.events = Timeline()
+        self._labels = None
+        self._has_last = False
+        self.latest = None
+
+    @property
+    def last_event_time(self):
+        return self._last if self._has_last else None
+
+    @property
+    def labels(self):
+        return self._labels if self._labels is not None else _NO_LABELS
+
+    cpdef bint add_event(self, long long event_id, double ts, double value=0.0) except -1:
+        cdef bint added = self.events.add(event_id, ts, value)
+        if added and (not self._has_last or ts > self._last):
+            self._last, self._has_last = ts, True
+        return added
+
+    cpdef bint add_label(self, long long event_id, double ts, double value) except -1:
+        if self._labels is None:
+            self._labels = Timeline()
+        return self._labels.add(event_id, ts, value)
+
+    cpdef prune(self, double horizon_s):
+        cdef double cutoff
+        if self._has_last:
+            cutoff = self._last - horizon_s
+            self.events.prune(cutoff)
+            if self._labels is not None:
+                self._labels.prune(cutoff)
+
+    cpdef maybe_prune(self, double horizon_s):
+        """Prune once enough events have expired to pay for moving the array (amortised O(1))."""
+        cdef Timeline ev = self.events
+        cdef double cutoff = self._last - horizon_s
+        cdef Py_ssize_t cut
+        if ev.n and ev.buf[0].t <= cutoff:
+            cut = ev.right(cutoff, 0, ev.n)
+            if cut >= PRUNE_MIN or 4 * cut >= ev.n:
+                self.prune(horizon_s)
+
+    def fold_event(self, long long event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
+        """Add one event; its offline row (features at ``ts``, then entity id and ``ts``), or None for a replay."""
+        if not self.add_event(event_id, ts, value):
+            return None
+        cdef list row = kernel.values(self, ts)
+        row.append(entity_id)
+        row.append(ts)
+        self.latest = row if ts == self._last else None
+        self.maybe_prune(horizon_s)
+        return row
+
+
+cdef class Kernel:
+    """An aggregation's windows as C arrays: ``kernel(state, t)`` gives its feature values at ``t``."""
+
+    cdef bint risk
+    cdef Py_ssize_t m
+    cdef double* delays
+    cdef double* lengths
+
+    def __cinit__(self, str kind, tuple bounds):
+        if kind not in ("count_avg", "count_risk"):
+            raise ValueError(f"no compiled kernel for aggregation kind {kind!r}")
+        cdef Py_ssize_t i
+        self.risk = kind == "count_risk"
+        self.m = len(bounds)
+        self.delays = <double*> malloc(max(self.m, 1) * sizeof(double))
+        self.lengths = <double*> malloc(max(self.m, 1) * sizeof(double))
+        if self.delays == NULL or self.lengths == NULL:
+            raise MemoryError()
+        for i, (delay, length) in enumerate(bounds):
+            self.delays[i], self.lengths[i] = delay, length
+
+    def __dealloc__(self):
+        free(self.delays)
+        free(self.lengths)
+
+    def __call__(self, EntityState state, double t):
+        return self.values(state, t)
+
+    cdef list values(self, EntityState state, double t):
+        # Count then average (or risk) per window, in the order of streaming.windows' kernels.
+        cdef list out = []
+        cdef Timeline ev = state.events
+        cdef Timeline lab = state._labels if state._labels is not None else _NO_LABELS
+        cdef Py_ssize_t i, lo, hi = 0, lhi = 0, n
+        cdef double hi_t, lo_t, last_delay = 0.0
+        cdef bint first = True
+        for i in range(self.m):
+            hi_t = t - self.delays[i]
+            if first or self.delays[i] != last_delay:  # windows sharing a delay share their right edge
+                hi = ev.right(hi_t, 0, ev.n)
+                if self.risk:
+                    lhi = lab.right(hi_t, 0, lab.n)
+                last_delay, first = self.delays[i], False
+            lo_t = hi_t - self.lengths[i]
+            lo = ev.right(lo_t, 0, hi)
+            n = hi - lo
+            out.append(n)
+            if n == 0:
+                out.append(0.0)
+            elif self.risk:
+                out.append(lab.sum_values(lab.right(lo_t, 0, lhi), lhi) / n)
+            else:
+                out.append(ev.sum_values(lo, hi) / n)
+        return out
