@@ -184,6 +184,9 @@ cdef class EntityState:
 
     def fold_event(self, long long event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
         """Add one event; its offline row (features at ``ts``, then entity id and ``ts``), or None for a replay."""
+        return self.fold(event_id, ts, value, kernel, horizon_s, entity_id)
+
+    cdef list fold(self, long long event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
         if not self.add_event(event_id, ts, value):
             return None
         cdef list row = kernel.values(self, ts)
@@ -248,3 +251,89 @@ cdef class Kernel:
             else:
                 out.append(ev.sum_values(lo, hi) / n)
         return out
+
+
+cdef class EntityRoute:
+    """Feeds one aggregation input into its entities' window states (see ``streaming.windows.EntityRoute``)."""
+
+    cdef readonly str view, join_key, time_field, id_field
+    cdef readonly object value_field, known_field, new_state, new_buffer
+    cdef readonly bint is_event
+    cdef readonly Kernel kernel
+    cdef readonly dict states, known
+    cdef readonly set dirty
+    cdef readonly double horizon
+
+    def __init__(self, str view, str join_key, bint is_event, str time_field, str id_field, value_field, known_field,
+                 Kernel kernel, new_state, new_buffer, dict states, set dirty, dict known, double horizon):
+        if new_state is not EntityState:
+            raise TypeError("the compiled route keeps compiled entity states")
+        self.view, self.join_key, self.is_event = view, join_key, is_event
+        self.time_field, self.id_field, self.value_field = time_field, id_field, value_field
+        self.known_field, self.kernel, self.new_state, self.new_buffer = known_field, kernel, new_state, new_buffer
+        self.states, self.dirty, self.known, self.horizon = states, dirty, known, horizon
+
+    cpdef bint apply(self, event, out, known_time) except -1:
+        """Fold one validated event in; False for a replay (see ``streaming.windows.EntityRoute``)."""
+        cdef object entity_id = event[self.join_key]
+        cdef EntityState st = self.states.get(entity_id)
+        cdef list row, lists
+        cdef Py_ssize_t i
+        if st is None:
+            st = EntityState()
+            self.states[entity_id] = st
+        cdef double ts = event[self.time_field]
+        if self.is_event:
+            row = st.fold(event[self.id_field], ts, float(event[self.value_field]) if self.value_field else 0.0,
+                          self.kernel, self.horizon, entity_id)
+            if row is None:  # a replay: already counted
+                return False
+            buffer = out.get(self.view)
+            if buffer is None:
+                buffer = out[self.view] = self.new_buffer()
+            columns = buffer.lists
+            for i in range(len(row)):
+                (<list> columns[i]).append(row[i])
+        else:
+            if not st.add_label(event[self.id_field], ts, float(event[self.value_field])):
+                return False
+            st.latest = None
+            if known_time is None:
+                known_time = (event.get(self.known_field) or ts) if self.known_field else ts
+            known = self.known
+            known[entity_id] = max(known.get(entity_id, 0.0), known_time)
+        self.dirty.add(entity_id)
+        return True
+
+
+def drain_rows(set dirty, dict states, Kernel kernel, Py_ssize_t width, dict known, dict written):
+    """The online rows of the dirty entities of one feature view (see ``streaming.windows.drain_rows``)."""
+    cdef list rows = []
+    cdef EntityState st
+    cdef double t, stamp, other
+    for entity_id in dirty:
+        st = states[entity_id]
+        if not st._has_last:
+            continue  # labels for an entity whose events we have not seen yet
+        t = st._last
+        latest = st.latest
+        if latest is not None:  # computed for the offline row of its newest event, nothing changed since
+            st.latest = None
+            current = (<list> latest)[:width]
+        else:
+            current = kernel.values(st, t)
+        # max(t, known time, previous stamp + 1 ms), as the Python reference
+        stamp = t
+        seen = known.get(entity_id)
+        if seen is not None:
+            other = seen
+            if other > stamp:
+                stamp = other
+        seen = written.get(entity_id)
+        other = (<double> seen if seen is not None else -1.0) + 0.001
+        if other > stamp:
+            stamp = other
+        written[entity_id] = stamp
+        rows.append((entity_id, stamp, current))
+    dirty.clear()
+    return rows

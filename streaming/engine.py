@@ -12,6 +12,7 @@ datetimes is the writers' job, once per batch (``streaming.offline``, ``streamin
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Iterable
 
 import pandas as pd
@@ -19,26 +20,10 @@ import pandas as pd
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from streaming.topology import Stream
-from streaming.windows import EntityState, WindowImplementation, plan_for, windows_implementation
+from streaming.windows import EntityRoute, EntityState, WindowImplementation, plan_for, windows_implementation
 
 EVENT_TIMESTAMP = "event_timestamp"
 SWEEP_EVERY = 1_000_000  # full prune of idle entities; active ones are pruned when touched
-
-
-class _Route:
-    """One (source, aggregation input) pair, compiled."""
-
-    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "kernel", "new_state", "states",
-                 "dirty", "horizon", "known_field")
-
-    def __init__(self, agg: EntityAggregation, inp, kernel, new_state, states: dict, dirty: set, horizon: float,
-                 known_field: str | None = None):
-        self.view, self.join_key = agg.feature_view, agg.join_key
-        self.is_event = inp.role == "event"
-        self.time_field, self.id_field, self.value_field = inp.time_field, inp.id_field, inp.value_field
-        self.kernel, self.new_state = kernel, new_state  # values(state, t) and the state type, of one implementation
-        self.states, self.dirty, self.horizon = states, dirty, horizon
-        self.known_field = known_field  # when a label became known (its source's log time)
 
 
 class ColumnBuffer:
@@ -49,18 +34,18 @@ class ColumnBuffer:
     would have to be transposed at the flush anyway.
     """
 
-    __slots__ = ("columns", "_lists")
+    __slots__ = ("columns", "lists")
 
     def __init__(self, names: tuple[str, ...]):
         self.columns: dict[str, list] = {name: [] for name in names}
-        self._lists = tuple(self.columns.values())
+        self.lists = tuple(self.columns.values())  # the same lists, in column order (the compiled route appends to them)
 
     def append(self, row: list) -> None:
         """Append one row (values in column order)."""
-        any(map(list.append, self._lists, row))  # C-level loop; list.append returns None, so all run
+        any(map(list.append, self.lists, row))  # C-level loop; list.append returns None, so all run
 
     def __len__(self) -> int:
-        return len(self._lists[0]) if self._lists else 0
+        return len(self.lists[0]) if self.lists else 0
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ColumnBuffer) and self.columns == other.columns
@@ -99,7 +84,8 @@ class FeatureEngine:
         self._horizon = {a.feature_view: a.horizon.total_seconds() + grace_s for a in aggregations}
         if streams is None:
             streams = [Stream(s.name, s.topic, s, tuple(a.feature_view for a in aggregations), is_source=True) for s in sources]
-        self._routes: dict[str, list[_Route]] = defaultdict(list)
+        self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
+        self._routes: dict[str, list[EntityRoute]] = defaultdict(list)
         # Raw-log recipe per stream: (table, log time field, event time field), None when it logs nothing.
         self._raw_log: dict[str, tuple[str, str | None, str] | None] = {}
         for stream in streams:
@@ -111,12 +97,12 @@ class FeatureEngine:
                 for inp in agg.inputs:
                     if inp.source == src.name:
                         view = agg.feature_view
-                        self._routes[stream.name].append(_Route(
-                            agg, inp, self._kernels[view], windows.state, self.state[view], self._dirty[view],
-                            self._horizon[view], src.log_time))
+                        self._routes[stream.name].append(windows.route(
+                            view, agg.join_key, inp.role == "event", inp.time_field, inp.id_field, inp.value_field,
+                            src.log_time, self._kernels[view], windows.state, partial(ColumnBuffer, self._view_columns[view]),
+                            self.state[view], self._dirty[view], self._known_at[view], self._horizon[view]))
         self._since_sweep = 0
         self.changed = False  # whether the last ``apply`` changed anything (False: every route saw a replay)
-        self._view_columns = {a.feature_view: plan_for(a).names + (a.join_key, EVENT_TIMESTAMP) for a in aggregations}
 
     def offline_columns(self, table: str) -> tuple[str, ...] | None:
         """Column names of a feature view's offline rows (features, join key, event time); None for raw tables."""
@@ -152,33 +138,9 @@ class FeatureEngine:
             if rows is None:
                 rows = out[table] = []
             rows.append(raw)
-        for r in self._routes[stream]:
-            entity_id = event[r.join_key]
-            st = r.states.get(entity_id)
-            if st is None:
-                st = r.states[entity_id] = r.new_state()
-            ts = event[r.time_field]
-            if r.is_event:
-                # The offline row, columns as offline_columns(view); None for a replay (already counted).
-                row = st.fold_event(event[r.id_field], ts, float(event[r.value_field]) if r.value_field else 0.0,
-                                    r.kernel, r.horizon, entity_id)
-                if row is None:
-                    continue
+        for route in self._routes[stream]:
+            if route.apply(event, out, known_time):
                 changed = True
-                buffer = out.get(r.view)
-                if buffer is None:
-                    buffer = out[r.view] = ColumnBuffer(self._view_columns[r.view])
-                buffer.append(row)
-            elif not st.add_label(event[r.id_field], ts, float(event[r.value_field])):
-                continue
-            else:
-                changed = True
-                st.latest = None
-                if known_time is None:
-                    known_time = (event.get(r.known_field) or ts) if r.known_field else ts
-                known = self._known_at[r.view]
-                known[entity_id] = max(known.get(entity_id, 0.0), known_time)
-            r.dirty.add(entity_id)
         self.changed = changed
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY:
@@ -197,26 +159,8 @@ class FeatureEngine:
             if not dirty:
                 continue
             states, values, width = self.state[agg.feature_view], self._kernels[agg.feature_view], len(plan_for(agg).names)
-            known, written = self._known_at[agg.feature_view], self._written_at[agg.feature_view]
-            rows = []
-            for entity_id in dirty:
-                st = states[entity_id]
-                t = st.last_event_time
-                if t is None:
-                    continue  # labels for an entity whose events we have not seen yet
-                latest = st.latest
-                if latest is not None:  # computed for the offline row of its newest event, nothing changed since
-                    st.latest = None
-                    current = latest[:width]
-                else:
-                    current = values(st, t)
-                # Windows are evaluated at the last event time t, but the row is stamped with when
-                # its content was known (a later label) and strictly after the previous write:
-                # online stores such as Feast's Redis keep a row only if its timestamp is newer.
-                stamp = max(t, known.get(entity_id, t), written.get(entity_id, -1.0) + 0.001)
-                written[entity_id] = stamp
-                rows.append((entity_id, stamp, current))
-            dirty.clear()
+            rows = self.windows.drain(dirty, states, values, width, self._known_at[agg.feature_view],
+                                      self._written_at[agg.feature_view])
             if rows:
                 out[agg.feature_view] = rows
         return out

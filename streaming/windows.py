@@ -150,6 +150,80 @@ class FeaturePlan:
         return dict(zip(self.names, self.values(state, t)))
 
 
+class EntityRoute:
+    """Feeds one aggregation input (the events, or the labels, of one stream) into its entities' window states.
+
+    ``apply(event, out, known_time)`` folds one validated event in and tells whether it changed
+    anything (False for a replay). An event appends its offline row to ``out[view]`` (a buffer
+    made by ``new_buffer``, with ``append(row)``) and the entity is marked dirty for the next
+    online drain; a label also records when it became known (``known``: entity -> latest such time).
+    """
+
+    __slots__ = ("view", "join_key", "is_event", "time_field", "id_field", "value_field", "known_field", "kernel",
+                 "new_state", "new_buffer", "states", "dirty", "known", "horizon")
+
+    def __init__(self, view: str, join_key: str, is_event: bool, time_field: str, id_field: str, value_field: str | None,
+                 known_field: str | None, kernel: Callable, new_state: Callable, new_buffer: Callable, states: dict,
+                 dirty: set, known: dict, horizon: float):
+        self.view, self.join_key, self.is_event = view, join_key, is_event
+        self.time_field, self.id_field, self.value_field = time_field, id_field, value_field
+        self.known_field = known_field  # when a label became known (its source's log time)
+        self.kernel, self.new_state, self.new_buffer = kernel, new_state, new_buffer
+        self.states, self.dirty, self.known, self.horizon = states, dirty, known, horizon
+
+    def apply(self, event: dict, out: dict, known_time: float | None) -> bool:
+        entity_id = event[self.join_key]
+        st = self.states.get(entity_id)
+        if st is None:
+            st = self.states[entity_id] = self.new_state()
+        ts = event[self.time_field]
+        if self.is_event:
+            row = st.fold_event(event[self.id_field], ts, float(event[self.value_field]) if self.value_field else 0.0,
+                                self.kernel, self.horizon, entity_id)
+            if row is None:  # a replay: already counted
+                return False
+            buffer = out.get(self.view)
+            if buffer is None:
+                buffer = out[self.view] = self.new_buffer()
+            buffer.append(row)
+        else:
+            if not st.add_label(event[self.id_field], ts, float(event[self.value_field])):
+                return False
+            st.latest = None
+            if known_time is None:
+                known_time = (event.get(self.known_field) or ts) if self.known_field else ts
+            known = self.known
+            known[entity_id] = max(known.get(entity_id, 0.0), known_time)
+        self.dirty.add(entity_id)
+        return True
+
+
+def drain_rows(dirty: set, states: dict, kernel: Callable, width: int, known: dict, written: dict) -> list:
+    """The online rows ``(entity_id, stamp, values)`` of the dirty entities of one feature view; clears ``dirty``.
+
+    Windows are evaluated at the entity's last event time t, but the row is stamped with when
+    its content was known (a later label) and strictly after the previous write (``written``):
+    online stores such as Feast's Redis keep a row only if its timestamp is newer.
+    """
+    rows = []
+    for entity_id in dirty:
+        st = states[entity_id]
+        t = st.last_event_time
+        if t is None:
+            continue  # labels for an entity whose events we have not seen yet
+        latest = st.latest
+        if latest is not None:  # computed for the offline row of its newest event, nothing changed since
+            st.latest = None
+            current = latest[:width]
+        else:
+            current = kernel(st, t)
+        stamp = max(t, known.get(entity_id, t), written.get(entity_id, -1.0) + 0.001)
+        written[entity_id] = stamp
+        rows.append((entity_id, stamp, current))
+    dirty.clear()
+    return rows
+
+
 def _count_avg(bounds, state: EntityState, t: float) -> list:
     """Count and average of event values in (t - length - delay, t - delay] for each window."""
     out: list = []
@@ -217,6 +291,8 @@ class WindowImplementation(NamedTuple):
     name: str
     state: Callable[[], EntityState]  # a new, empty entity state
     kernel: Callable[[str, tuple], Callable[[EntityState, float], list]]  # (kind, bounds) -> values(state, t)
+    route: type  # EntityRoute or its compiled twin
+    drain: Callable[..., list]  # drain_rows or its compiled twin
 
     def features_at(self, state, t: float, agg: EntityAggregation) -> dict:
         """The aggregation's features of ``state`` (of this implementation) at ``t``, by feature name."""
@@ -224,7 +300,8 @@ class WindowImplementation(NamedTuple):
         return dict(zip(plan.names, self.kernel(agg.kind, plan.bounds)(state, t)))
 
 
-PYTHON_WINDOWS = WindowImplementation("python", EntityState, lambda kind, bounds: partial(FEATURE_FUNCTIONS[kind], bounds))
+PYTHON_WINDOWS = WindowImplementation("python", EntityState, lambda kind, bounds: partial(FEATURE_FUNCTIONS[kind], bounds),
+                                      EntityRoute, drain_rows)
 
 
 def _compiled_windows() -> WindowImplementation | None:
@@ -239,7 +316,7 @@ def _compiled_windows() -> WindowImplementation | None:
         warnings.warn(f"{compiled.__file__} was built from an older {source.name}; using the Python windows "
                       "until it is rebuilt (pip install -e . or make install)", RuntimeWarning, stacklevel=2)
         return None
-    return WindowImplementation("compiled", compiled.EntityState, compiled.Kernel)
+    return WindowImplementation("compiled", compiled.EntityState, compiled.Kernel, compiled.EntityRoute, compiled.drain_rows)
 
 
 COMPILED_WINDOWS = _compiled_windows()
