@@ -50,7 +50,10 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=2000,
-        fetch_max_wait_ms=50,
+        # A fetch waits for 32 KiB or 25 ms: at a few thousand events a second, fetches of a few
+        # records each cost the engine about a tenth more CPU than these (measured at 5,000/s).
+        fetch_max_wait_ms=25,
+        fetch_min_bytes=32768,
     )
     cfg.update(overrides)
     # kafka-python's fetch loop with the faster record decoder (process-wide; see kafka_records)
