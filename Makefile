@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py streaming/*.pyx 
 
 .PHONY: install demo test test-unit test-k8s manifests serve compile clean stop
 
-$(STAMP): pyproject.toml setup.py streaming/_windows_compiled.pyx scripts/install-system-deps.sh
+$(STAMP): pyproject.toml setup.py $(wildcard streaming/*.pyx) scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel

@@ -90,12 +90,13 @@ class OnlineWriter:
     ``listener(done_at, record_timestamps_ms)`` hears each finished write.
     ``mode`` ``native`` writes Feast's layout directly where ``streaming.online_native`` knows the
     store (SQLite, Redis) and through Feast elsewhere; ``feast`` always writes through Feast.
+    ``compiled`` lets the native Redis writer frame commands with its compiled twin where built.
     ``kind`` says which path writes: ``native-sqlite``, ``native-redis`` or ``feast``.
     """
 
     def __init__(self, store, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
                  listener: WriteListener | None = None, on_written: Callable[[str, int, float], None] | None = None,
-                 mode: Literal["native", "feast"] = "native"):
+                 mode: Literal["native", "feast"] = "native", compiled: bool = True):
         if mode not in ("native", "feast"):
             raise ConfigurationError(f"online writer mode must be 'native' or 'feast', not {mode!r}")
         self.config = store.config
@@ -105,7 +106,7 @@ class OnlineWriter:
         _tune_sqlite(self.provider, self.config)
         self.native = None
         if mode == "native":
-            self.native = native_writer(self.provider, self.config, {v: e.spec for v, e in self.encoders.items()})
+            self.native = native_writer(self.provider, self.config, {v: e.spec for v, e in self.encoders.items()}, compiled)
         self.kind = self.native.kind if self.native is not None else "feast"
         self.listener = listener
         self.on_written = on_written

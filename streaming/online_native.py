@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from operator import call
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name, extract_text_and_num
@@ -45,6 +45,7 @@ from feast.value_type import ValueType
 from redis import Redis
 
 from rtml_common.errors import ConfigurationError
+from streaming.compiled import load as load_compiled
 
 Rows = list[tuple[int, float, list]]  # (entity id, event time in epoch seconds, feature values in plan order)
 Codec = Callable[[object], tuple[bytes, str | None]]  # python value -> (Value proto bytes, Feast's SQLite value_text)
@@ -143,8 +144,19 @@ def value_codec(value_type: ValueType, what: str = "value", text: bool = True) -
     return _proto_codec(value_type, what, text)
 
 
-def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesCodec:
-    """One hash field of an HSET in RESP, value included: python value -> ``\r\n$<n>\r\n<field>\r\n$<m>\r\n<Value proto>``.
+class RedisField(NamedTuple):
+    """One hash field of an HSET in RESP, value included: ``codec(value)`` gives
+    ``\r\n$<n>\r\n<field>\r\n$<m>\r\n<Value proto>``; ``kind``, ``head`` and ``table`` describe how,
+    for the compiled framer (``streaming/_online_compiled.pyx``)."""
+
+    codec: BytesCodec
+    kind: int  # 0 float32 (head + 4 bytes), 1 float64 (head + 8 bytes), 2 count (table, else codec), 3 codec only
+    head: bytes = b""
+    table: list = []
+
+
+def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
+    """The framing of one feature's hash field (see ``RedisField``).
 
     The leading CRLF ends the bulk string before it (the caller ends the row's last one), so a double
     or float is one ``struct.pack`` call in C and a count one table lookup. ``pack`` raises
@@ -155,7 +167,7 @@ def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesC
     if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
         fmt, field_name, wire = ("f", "float_val", 5) if value_type == ValueType.FLOAT else ("d", "double_val", 1)
         head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag(field_name, wire)])
-        return partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head)
+        return RedisField(partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head), 0 if fmt == "f" else 1, head)
     base = value_codec(value_type, what, text=False)
 
     def framed(x) -> bytes:
@@ -163,7 +175,7 @@ def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesC
         return prefix + b"$%d\r\n%b" % (len(b), b)
 
     if value_type not in (ValueType.INT64, ValueType.INT32):
-        return framed
+        return RedisField(framed, 3)
     small = [framed(i) for i in range(1 << 14)]
 
     def count(x) -> bytes:
@@ -171,7 +183,7 @@ def _redis_field_codec(value_type: ValueType, field: bytes, what: str) -> BytesC
             return small[x]
         return framed(x)
 
-    return count
+    return RedisField(count, 2, table=small)
 
 
 def split_time(t: float) -> tuple[int, int]:
@@ -254,6 +266,7 @@ def entity_key_serializer(join_key: str, key_type: ValueType, version: int) -> C
                 raise ValueError(f"Value out of range: {entity_id}") from None  # what protobuf raises
 
         if all(from_template(i) == feast_key(i) for i in (0, 1, -1, 255, 1 << 31, (1 << 63) - 1, -(1 << 63))):
+            from_template.int64_prefix = prefix  # the compiled Redis framer builds such keys itself
             return from_template
 
     cache: dict = {}
@@ -365,7 +378,7 @@ class RedisNativeWriter:
 
     kind = "native-redis"
 
-    def __init__(self, online_store, config, specs: dict[str, ViewSpec]):
+    def __init__(self, online_store, config, specs: dict[str, ViewSpec], compiled: bool = True):
         self.client = online_store._get_client(config.online_store)  # Feast's own client (redis, cluster or sentinel)
         self.ttl = config.online_store.key_ttl_seconds
         self.project = config.project.encode("utf-8")
@@ -382,11 +395,26 @@ class RedisNativeWriter:
         self._frames = {name: (b"*%d\r\n$4\r\nHSET\r\n" % (4 + 2 * len(fields)), _bulk(ts_field), [_bulk(f) for f in fields])
                         for name, (ts_field, fields) in self.fields.items()}
         self._expire = (b"*3\r\n$6\r\nEXPIRE\r\n", _bulk(str(self.ttl).encode())) if self.ttl else None
-        self._field_codecs = {name: [_redis_field_codec(t, f, f"feature '{s.view.name}:{n}'")
-                                     for (n, t), f in zip(s.features, self.fields[name][1])] for name, s in specs.items()}
+        redis_fields = {name: [_redis_field(t, f, f"feature '{s.view.name}:{n}'") for (n, t), f in zip(s.features, self.fields[name][1])]
+                        for name, s in specs.items()}
+        self._field_codecs = {name: [f.codec for f in fields] for name, fields in redis_fields.items()}
+        # The same framing as one C loop a batch (streaming/_online_compiled.pyx), where built.
+        framing = load_compiled("_online_compiled") if compiled else None
+        self._framers = {}
+        for name, fields in redis_fields.items():
+            if framing is not None:
+                head, ts_field, _ = self._frames[name]
+                keys = self.views[name].keys
+                self._framers[name] = framing.RedisFramer(
+                    head, ts_field, getattr(keys, "int64_prefix", None), keys, self.project, [f.kind for f in fields],
+                    [f.head for f in fields], [f.table for f in fields], [f.codec for f in fields], self._expire,
+                    timestamp_proto_bytes)
 
     def _frame(self, view: str, rows: Rows, framed: bool) -> bytes:
-        """The batch's commands as one RESP buffer; ``framed``: through the field codecs (see _redis_field_codec)."""
+        """The batch's commands as one RESP buffer; ``framed``: through the field codecs (see _redis_field)."""
+        framer = self._framers.get(view) if framed else None
+        if framer is not None:
+            return framer.frame(rows)
         vc = self.views[view]
         key_of, codecs, project, expire = vc.keys, vc.codecs, self.project, self._expire
         head, ts_field, fields = self._frames[view]
@@ -459,8 +487,11 @@ def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def native_writer(provider, config, specs: dict[str, ViewSpec]) -> SqliteNativeWriter | RedisNativeWriter | None:
-    """A native writer for the provider's online store, or ``None`` where Feast's own path must write."""
+def native_writer(provider, config, specs: dict[str, ViewSpec],
+                  compiled: bool = True) -> SqliteNativeWriter | RedisNativeWriter | None:
+    """A native writer for the provider's online store, or ``None`` where Feast's own path must write.
+
+    ``compiled``: frame Redis commands with the compiled framer where it was built (the same bytes)."""
     online = getattr(provider, "online_store", None)
     kind = type(online).__name__
     oc = config.online_store
@@ -470,5 +501,5 @@ def native_writer(provider, config, specs: dict[str, ViewSpec]) -> SqliteNativeW
             return None
         return SqliteNativeWriter(online, config, specs)
     if kind == "RedisOnlineStore":
-        return RedisNativeWriter(online, config, specs)
+        return RedisNativeWriter(online, config, specs, compiled)
     return None

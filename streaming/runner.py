@@ -104,12 +104,13 @@ class StreamRunner:
         self._batch_decoders = {t: batch_decoder_for(s.source) for t, s in self.topology.items()}
         self._create_topics()
         self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values(),
-                                    windows=windows_implementation(settings.compiled_windows))
+                                    windows=windows_implementation(settings.compiled))
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self._user_listener = write_listener
         self.writer = OnlineWriter(self.store, self.engine.aggregations, listener=self._on_online_write,
-                                   on_written=self._count_online_rows, mode=settings.online_writer)
+                                   on_written=self._count_online_rows, mode=settings.online_writer,
+                                   compiled=settings.compiled)
         self.producer = make_producer(settings)
         self.stats = RunStats()
         self._last_flush = time.monotonic()

@@ -53,9 +53,10 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
     gc_young_objects: int = Field(
         50_000, ge=0, description="Allocations between two young-generation collections of CPython's cyclic GC (Python's "
                                   "default is 700); start-up objects are frozen out of collection. 0 keeps Python's defaults.")
-    compiled_windows: bool = Field(
-        True, description="Run the window state and kernels compiled from streaming/_windows_compiled.pyx (built at "
-                          "install time where a C compiler is present; the same results, several times less CPU). Off, "
-                          "or when not built, the engine runs the pure-Python reference in streaming/windows.py.")
+    compiled: bool = Field(
+        True, description="Run the compiled twins of the hot path (streaming/_*_compiled.pyx: window state and kernels, "
+                          "Redis command framing), built at install time where a C compiler is present: the same results "
+                          "for several times less CPU. Off, or where not built, the engine runs the pure-Python code "
+                          "they mirror (streaming/windows.py, streaming/online_native.py).")
     gil_switch_interval_s: float = Field(
         0.0, ge=0, description="CPython's GIL switch interval for the engine process; 0 keeps Python's default (5 ms).")

@@ -12,16 +12,14 @@ twin (same rules, C arrays), built at install time where a C compiler is present
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import warnings
 from array import array
 from bisect import bisect_left, bisect_right
 from functools import partial
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 from feature_repo.aggregations import EntityAggregation
+from streaming.compiled import load as load_compiled
 
 DAY_S = 86400.0
 
@@ -305,16 +303,9 @@ PYTHON_WINDOWS = WindowImplementation("python", EntityState, lambda kind, bounds
 
 
 def _compiled_windows() -> WindowImplementation | None:
-    """The compiled twin, if it was built from the ``.pyx`` beside this file as it is now."""
-    try:
-        from streaming import _windows_compiled as compiled
-    except ImportError:
-        return None
-    source = Path(__file__).with_name("_windows_compiled.pyx")
-    # In a source checkout, a build older than its source would run old rules: refuse it.
-    if source.exists() and hashlib.sha1(source.read_bytes()).hexdigest() != compiled.SOURCE_SHA1:
-        warnings.warn(f"{compiled.__file__} was built from an older {source.name}; using the Python windows "
-                      "until it is rebuilt (pip install -e . or make install)", RuntimeWarning, stacklevel=2)
+    """The compiled twin, if it was built from the ``.pyx`` as it is now (``streaming.compiled``)."""
+    compiled = load_compiled("_windows_compiled")
+    if compiled is None:
         return None
     return WindowImplementation("compiled", compiled.EntityState, compiled.Kernel, compiled.EntityRoute, compiled.drain_rows)
 

@@ -155,3 +155,58 @@ def test_native_writer_matches_feast_beyond_the_fast_framing(tmp_path, redis_ser
     finally:
         for writer in writers.values():
             writer.close()
+
+
+def test_compiled_framing_gives_the_python_framing_bytes(tmp_path, redis_server):
+    """The compiled Redis framer against the Python framing it mirrors: the same buffer for every row,
+    edge values included, and the same exception where the Python framing hands over to the exact codecs."""
+    import random
+    import struct
+
+    from feature_repo.aggregations import AGGREGATIONS
+    from streaming.compiled import load
+    from streaming.online_native import RedisNativeWriter, native_writer
+    from streaming.windows import plan_for
+
+    if load("_online_compiled") is None:
+        pytest.skip("the compiled Redis framing was not built")
+
+    def outcome(writer, view, rows):
+        """The framed bytes, or the kind of error that sends the batch to the exact codecs (or fails it)."""
+        try:
+            return writer._frame(view, rows, framed=True)
+        except struct.error:
+            return TypeError  # the Python framing's struct.pack says struct.error where C conversion says TypeError
+        except (OverflowError, TypeError, ValueError) as e:
+            return type(e)
+
+    for ttl in (None, 3600):
+        store = _redis_store(tmp_path / f"ttl{ttl}", redis_server.connection, ttl)
+        from streaming.online import OnlineWriter
+
+        specs = {v: e.spec for v, e in OnlineWriter(store, mode="feast").encoders.items()}
+        provider = store._get_provider()
+        compiled, python = (native_writer(provider, store.config, specs, flag) for flag in (True, False))
+        assert isinstance(compiled, RedisNativeWriter) and compiled._framers and not python._framers
+        rng = random.Random(7)
+        times = [0.0, 1.0, -1.5, 0.5, 1e-7, 5e-07, 2.5e-06, -5e-07, 1522541276.9999996, 1700000000.0000004, 4294967295.999, 2.5e15, -3e15,
+                 float(1 << 40) + 0.25]
+        counts = [0, 1, 127, 128, 16383, 16384, 1 << 40, -1, 3.0]
+        floats = [0.0, -0.0, 1.5, 3, 1e-40, 3.4e38, float("inf"), float("-inf"), float("nan"), 1e300]
+        ids = [0, 1, -1, 255, 1 << 31, (1 << 63) - 1, -(1 << 63), 123456789]
+        for agg in AGGREGATIONS:
+            names = plan_for(agg).names
+            for _ in range(300):
+                rows = [(rng.choice(ids + [rng.randrange(-1 << 63, 1 << 63)]),
+                         rng.choice(times + [rng.uniform(-2e9, 2e9)]),
+                         [rng.choice(counts + [rng.randrange(0, 20000)]) if "_nb_tx_" in n else
+                          rng.choice(floats + [rng.uniform(-1e6, 1e6)]) for n in names])
+                        for _ in range(rng.randrange(1, 6))]
+                assert outcome(compiled, agg.feature_view, rows) == outcome(python, agg.feature_view, rows), rows
+        view, width = AGGREGATIONS[0].feature_view, len(plan_for(AGGREGATIONS[0]).names)
+        for bad in ("x", None, 1 << 64, "1.5"):
+            for field in (0, 1):  # a count, an average
+                rows = [(1, 1.0, [bad if k == field else 1 for k in range(width)])]
+                got = outcome(compiled, view, rows)
+                assert got == outcome(python, view, rows), (bad, field)
+                assert bad == 1 << 64 and field == 1 or not isinstance(got, bytes)  # 2**64 is a fine double
