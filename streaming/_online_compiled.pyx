@@ -4,7 +4,7 @@
 The bytes are those of the Python framing (``streaming.online_native``), which stays the
 reference and the path for whatever this one hands back: a value it cannot frame raises
 OverflowError or TypeError exactly where the Python framing does, and the writer then frames the
-batch through the exact codecs. tests/unit/streaming/test_online_compiled.py compares both.
+batch through the exact codecs. tests/integration/test_feature_store_redis.py compares both.
 """
 
 import sys

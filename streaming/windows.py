@@ -284,7 +284,7 @@ def features_at(state: EntityState, t: float, agg: EntityAggregation) -> dict[st
 
 
 class WindowImplementation(NamedTuple):
-    """Where the engine's window state and kernels come from."""
+    """One implementation of the engine's per-event work: entity state, kernels, routes and the online drain."""
 
     name: str
     state: Callable[[], EntityState]  # a new, empty entity state

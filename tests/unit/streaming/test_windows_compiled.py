@@ -23,7 +23,7 @@ needs_compiled = pytest.mark.skipif(COMPILED_WINDOWS is None, reason="the compil
 
 
 def test_compiled_windows_are_built_where_a_compiler_is():
-    has_compiler = shutil.which(sysconfig.get_config_var("CC").split()[0] or "cc") is not None
+    has_compiler = shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is not None
     has_headers = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
     if not (has_compiler and has_headers):
         pytest.skip("no C compiler or Python headers here: the Python windows are the ones installed")
