@@ -8,8 +8,12 @@ the same results.
 import hashlib
 from pathlib import Path
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # a build without its build requirements (--no-build-isolation): the Python code only
+    cythonize = None
 
 
 def extension(source: Path) -> Extension:
@@ -19,5 +23,6 @@ def extension(source: Path) -> Extension:
                      extra_compile_args=["-O2"], optional=True)
 
 
-setup(ext_modules=cythonize([extension(p) for p in sorted(Path("streaming").glob("_*_compiled.pyx"))],
-                            compiler_directives={"language_level": 3}, quiet=True))
+SOURCES = sorted(Path("streaming").glob("_*_compiled.pyx"))
+setup(ext_modules=cythonize([extension(p) for p in SOURCES], compiler_directives={"language_level": 3}, quiet=True)
+      if cythonize is not None else [])

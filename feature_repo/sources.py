@@ -44,6 +44,9 @@ class EventSource:
     extra: dict = field(default_factory=dict)
 
 
+INT64_MAX = (1 << 63) - 1  # ids are int64 in Feast's entity keys and in the engine's window state
+
+
 def _round_amount(event: dict) -> dict:
     event["tx_amount"] = round(event["tx_amount"], 2)
     return event
@@ -53,10 +56,10 @@ TRANSACTIONS = EventSource(
     name="transactions",
     topic="transactions",
     fields=(
-        FieldSpec("transaction_id", "int", minimum=0),
+        FieldSpec("transaction_id", "int", minimum=0, maximum=INT64_MAX),
         FieldSpec("tx_datetime", "timestamp"),
-        FieldSpec("customer_id", "int", minimum=0),
-        FieldSpec("terminal_id", "int", minimum=0),
+        FieldSpec("customer_id", "int", minimum=0, maximum=INT64_MAX),
+        FieldSpec("terminal_id", "int", minimum=0, maximum=INT64_MAX),
         FieldSpec("tx_amount", "float", minimum=0.0, maximum=1_000_000.0),
     ),
     event_time="tx_datetime",
@@ -68,10 +71,10 @@ FRAUD_LABELS = EventSource(
     name="fraud_labels",
     topic="fraud-labels",
     fields=(
-        FieldSpec("transaction_id", "int", minimum=0),
+        FieldSpec("transaction_id", "int", minimum=0, maximum=INT64_MAX),
         FieldSpec("tx_datetime", "timestamp"),
-        FieldSpec("customer_id", "int", minimum=0),
-        FieldSpec("terminal_id", "int", minimum=0),
+        FieldSpec("customer_id", "int", minimum=0, maximum=INT64_MAX),
+        FieldSpec("terminal_id", "int", minimum=0, maximum=INT64_MAX),
         FieldSpec("tx_fraud", "int", minimum=0, maximum=1),
         FieldSpec("label_datetime", "timestamp", required=False),
     ),
@@ -87,8 +90,8 @@ PREDICTIONS = EventSource(
         FieldSpec("request_id", "str"),
         FieldSpec("model_name", "str"),
         FieldSpec("model_version", "str"),
-        FieldSpec("customer_id", "int", minimum=0),
-        FieldSpec("terminal_id", "int", minimum=0),
+        FieldSpec("customer_id", "int", minimum=0, maximum=INT64_MAX),
+        FieldSpec("terminal_id", "int", minimum=0, maximum=INT64_MAX),
         FieldSpec("tx_amount", "float"),
         FieldSpec("tx_datetime", "timestamp"),
         FieldSpec("fraud_probability", "float", minimum=0.0, maximum=1.0),

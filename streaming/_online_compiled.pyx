@@ -3,8 +3,9 @@
 
 The bytes are those of the Python framing (``streaming.online_native``), which stays the
 reference and the path for whatever this one hands back: a value it cannot frame raises
-OverflowError or TypeError exactly where the Python framing does, and the writer then frames the
-batch through the exact codecs. tests/integration/test_feature_store_redis.py compares both.
+OverflowError or TypeError (the Python framing: OverflowError or struct.error), and the writer
+then frames the batch through the exact codecs. tests/integration/test_feature_store_redis.py
+compares both.
 """
 
 import sys
@@ -24,11 +25,13 @@ cdef extern from *:
 
 SOURCE_SHA1 = RTML_SOURCE_SHA1.decode()
 
-# Field kinds, as RedisNativeWriter describes each feature
-FLOAT32 = 0
-FLOAT64 = 1
-COUNT = 2  # an int64/int32 count: small ones from a table of framed fields
-OTHER = 3  # any other type: its Python codec
+# Field kinds, as streaming.online_native.RedisField describes each feature (a test keeps them equal)
+cdef enum:
+    _FLOAT32 = 0
+    _FLOAT64 = 1
+    _COUNT = 2  # an int64/int32 count: small ones from a table of framed fields
+    _OTHER = 3  # any other type: its Python codec
+KINDS = {"float32": _FLOAT32, "float64": _FLOAT64, "count": _COUNT, "other": _OTHER}
 
 if sys.byteorder != "little":  # floats are copied as they lie in memory; struct's '<f'/'<d' are little-endian
     raise ImportError("the compiled Redis framing needs a little-endian machine")
@@ -109,6 +112,8 @@ cdef class RedisFramer:
         """``key_prefix``: the constant head of an INT64 entity key (then 8 little-endian bytes), or None to call
         ``key_of``; per feature its kind, its framed head (floats), its table of framed counts, its Python codec;
         ``timestamp_bytes``: the Python encoder, used for times beyond +-1e15 s."""
+        if not len(kinds) == len(heads) == len(tables) == len(codecs):
+            raise ValueError("a framer needs a kind, head, table and codec for every feature")
         self.head, self.ts_field, self.key_prefix, self.key_of, self.project = head, ts_field, key_prefix, key_of, project
         self.m = len(kinds)
         self.kinds, self.heads, self.tables, self.codecs = kinds, heads, tables, codecs
@@ -158,6 +163,7 @@ cdef class RedisFramer:
         return out.put(ts, n)
 
     def frame(self, rows):
+        """The rows' HSET (and EXPIRE) commands as one RESP buffer."""
         cdef _Buffer out = _Buffer()
         cdef Py_ssize_t k, kind
         cdef bytes key
@@ -166,6 +172,8 @@ cdef class RedisFramer:
         cdef list values, table
         cdef char raw[8]
         for entity_id, t, values in rows:
+            if len(values) != self.m:
+                raise ValueError(f"a row of entity {entity_id!r} has {len(values)} values for {self.m} features")
             key = self._key(entity_id)
             out.put_bytes(self.head)
             out.put_bulk(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
@@ -174,7 +182,7 @@ cdef class RedisFramer:
             for k in range(self.m):
                 kind = self.kinds[k]
                 v = values[k]
-                if kind == FLOAT32:
+                if kind == _FLOAT32:
                     d = v
                     f = <float> d
                     if isinf(f) and not isinf(d):
@@ -182,13 +190,13 @@ cdef class RedisFramer:
                     out.put_bytes(self.heads[k])
                     memcpy(raw, &f, 4)
                     out.put(raw, 4)
-                elif kind == FLOAT64:
+                elif kind == _FLOAT64:
                     d = v
                     out.put_bytes(self.heads[k])
                     memcpy(raw, &d, 8)
                     out.put(raw, 8)
-                elif kind == COUNT and type(v) is int and 0 <= v < len(<list> self.tables[k]):
-                    out.put_bytes((<list> self.tables[k])[v])
+                elif kind == _COUNT and type(v) is int and 0 <= v < len(<list?> self.tables[k]):
+                    out.put_bytes((<list?> self.tables[k])[v])
                 else:
                     out.put_bytes(self.codecs[k](v))
             out.put("\r\n", 2)

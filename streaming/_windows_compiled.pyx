@@ -3,13 +3,15 @@
 
 ``streaming.windows`` is the reference (pure Python, always available); this module is built
 from the same rules when a C compiler is present at install time and is what the engine runs
-by default (``RTML_STREAMING_COMPILED_WINDOWS``). Every result is bit-for-bit the Python one:
-the same event order, the same left-to-right float sums, counts as ints
+by default (``RTML_COMPILED``). Every result is bit-for-bit the Python one: the same event
+order, the same left-to-right float sums, counts as ints
 (tests/unit/streaming/test_windows_compiled.py checks both against each other).
 
 One timeline is one malloc'ed array of (time, value, id) records, 24 bytes an event, kept
 sorted by time; windows are found by binary search and summed in a C loop.
 """
+
+from operator import index
 
 from cpython.array cimport array
 from libc.stdlib cimport free, malloc, realloc
@@ -23,8 +25,9 @@ cdef extern from *:
     """
     const char* RTML_SOURCE_SHA1
 
-SOURCE_SHA1 = RTML_SOURCE_SHA1.decode()  # sha1 of this file when it was built (streaming.windows checks staleness)
-PRUNE_MIN = 16  # as streaming.windows.PRUNE_MIN
+SOURCE_SHA1 = RTML_SOURCE_SHA1.decode()  # sha1 of this file when it was built (streaming.compiled checks staleness)
+cdef Py_ssize_t _PRUNE_MIN = 16
+PRUNE_MIN = _PRUNE_MIN  # as streaming.windows.PRUNE_MIN (a test keeps the two equal)
 
 ctypedef struct Ev:
     double t
@@ -85,8 +88,10 @@ cdef class Timeline:
             total += self.buf[i].v
         return total
 
-    cpdef bint add(self, long long event_id, double ts, double value) except -1:
+    cpdef bint add(self, event_id, double ts, double value) except -1:
         """Insert the event in time order; False when (id, ts) is already there (a replay)."""
+        # An int64 id, as array('q') takes it: TypeError for a float, OverflowError beyond int64.
+        cdef long long eid = event_id if type(event_id) is int else index(event_id)
         cdef Py_ssize_t lo, hi, i
         if self.n == 0 or ts > self.buf[self.n - 1].t:  # the common case: a new latest event
             hi = self.n
@@ -94,12 +99,12 @@ cdef class Timeline:
             lo = self.left(ts, 0, self.n)
             hi = self.right(ts, lo, self.n)
             for i in range(lo, hi):
-                if self.buf[i].id == event_id:
+                if self.buf[i].id == eid:
                     return False
         self._reserve(self.n + 1)
         if hi < self.n:
             memmove(&self.buf[hi + 1], &self.buf[hi], (self.n - hi) * sizeof(Ev))
-        self.buf[hi].t, self.buf[hi].v, self.buf[hi].id = ts, value, event_id
+        self.buf[hi].t, self.buf[hi].v, self.buf[hi].id = ts, value, eid
         self.n += 1
         return True
 
@@ -110,20 +115,28 @@ cdef class Timeline:
     cpdef prune(self, double before):
         """Drop events stamped at or before ``before``."""
         cdef Py_ssize_t cut = self.right(before, 0, self.n)
+        cdef Ev* shrunk
         if cut:
             memmove(self.buf, &self.buf[cut], (self.n - cut) * sizeof(Ev))
             self.n -= cut
+            if self.cap > 16 and 4 * self.n < self.cap:  # give back what a burst left, as array does
+                shrunk = <Ev*> realloc(self.buf, (self.cap // 2) * sizeof(Ev))
+                if shrunk != NULL:
+                    self.buf, self.cap = shrunk, self.cap // 2
 
     @property
     def times(self):
+        """Event times in order (a copy, as ``array('d')``)."""
         return array("d", [self.buf[i].t for i in range(self.n)])
 
     @property
     def values(self):
+        """Event values in time order (a copy)."""
         return array("d", [self.buf[i].v for i in range(self.n)])
 
     @property
     def ids(self):
+        """Event ids in time order (a copy, as ``array('q')``)."""
         return array("q", [self.buf[i].id for i in range(self.n)])
 
 
@@ -137,7 +150,7 @@ cdef class EntityState:
     cdef public Timeline _labels  # most entities never see a label: allocated on the first
     cdef double _last
     cdef bint _has_last
-    cdef public object latest  # features at the last event time as last computed, values first; or None
+    cdef public list latest  # features at the last event time as last computed, values first; or None
 
     def __cinit__(self):
         self.events = Timeline()
@@ -153,18 +166,21 @@ cdef class EntityState:
     def labels(self):
         return self._labels if self._labels is not None else _NO_LABELS
 
-    cpdef bint add_event(self, long long event_id, double ts, double value=0.0) except -1:
+    cpdef bint add_event(self, event_id, double ts, double value=0.0) except -1:
+        """Add an event; False for a replay (same id and time)."""
         cdef bint added = self.events.add(event_id, ts, value)
         if added and (not self._has_last or ts > self._last):
             self._last, self._has_last = ts, True
         return added
 
-    cpdef bint add_label(self, long long event_id, double ts, double value) except -1:
+    cpdef bint add_label(self, event_id, double ts, double value) except -1:
+        """Add a label of an event; False for a replay."""
         if self._labels is None:
             self._labels = Timeline()
         return self._labels.add(event_id, ts, value)
 
     cpdef prune(self, double horizon_s):
+        """Drop events older than the horizon before the last event time."""
         cdef double cutoff
         if self._has_last:
             cutoff = self._last - horizon_s
@@ -179,14 +195,14 @@ cdef class EntityState:
         cdef Py_ssize_t cut
         if ev.n and ev.buf[0].t <= cutoff:
             cut = ev.right(cutoff, 0, ev.n)
-            if cut >= PRUNE_MIN or 4 * cut >= ev.n:
+            if cut >= _PRUNE_MIN or 4 * cut >= ev.n:
                 self.prune(horizon_s)
 
-    def fold_event(self, long long event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
+    def fold_event(self, event_id, double ts, double value, Kernel kernel not None, double horizon_s, entity_id):
         """Add one event; its offline row (features at ``ts``, then entity id and ``ts``), or None for a replay."""
         return self.fold(event_id, ts, value, kernel, horizon_s, entity_id)
 
-    cdef list fold(self, long long event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
+    cdef list fold(self, event_id, double ts, double value, Kernel kernel, double horizon_s, entity_id):
         if not self.add_event(event_id, ts, value):
             return None
         cdef list row = kernel.values(self, ts)
@@ -222,7 +238,7 @@ cdef class Kernel:
         free(self.delays)
         free(self.lengths)
 
-    def __call__(self, EntityState state, double t):
+    def __call__(self, EntityState state not None, double t):
         return self.values(state, t)
 
     cdef list values(self, EntityState state, double t):
@@ -265,7 +281,8 @@ cdef class EntityRoute:
     cdef readonly double horizon
 
     def __init__(self, str view, str join_key, bint is_event, str time_field, str id_field, value_field, known_field,
-                 Kernel kernel, new_state, new_buffer, dict states, set dirty, dict known, double horizon):
+                 Kernel kernel not None, new_state, new_buffer, dict states not None, set dirty not None,
+                 dict known not None, double horizon):
         if new_state is not EntityState:
             raise TypeError("the compiled route keeps compiled entity states")
         self.view, self.join_key, self.is_event = view, join_key, is_event
@@ -291,9 +308,11 @@ cdef class EntityRoute:
             buffer = out.get(self.view)
             if buffer is None:
                 buffer = out[self.view] = self.new_buffer()
-            columns = buffer.lists
+            columns = buffer.lists  # a ColumnBuffer's lists, one per column (checked casts: a wrong buffer raises)
+            if len(columns) != len(row):
+                raise ValueError(f"offline buffer of {self.view} has {len(columns)} columns, the row {len(row)}")
             for i in range(len(row)):
-                (<list> columns[i]).append(row[i])
+                (<list?> columns[i]).append(row[i])
         else:
             if not st.add_label(event[self.id_field], ts, float(event[self.value_field])):
                 return False
@@ -306,20 +325,23 @@ cdef class EntityRoute:
         return True
 
 
-def drain_rows(set dirty, dict states, Kernel kernel, Py_ssize_t width, dict known, dict written):
+def drain_rows(set dirty not None, dict states not None, Kernel kernel not None, Py_ssize_t width, dict known not None,
+               dict written not None):
     """The online rows of the dirty entities of one feature view (see ``streaming.windows.drain_rows``)."""
     cdef list rows = []
     cdef EntityState st
     cdef double t, stamp, other
     for entity_id in dirty:
         st = states[entity_id]
+        if st is None:
+            raise TypeError(f"no window state for entity {entity_id!r}")
         if not st._has_last:
             continue  # labels for an entity whose events we have not seen yet
         t = st._last
         latest = st.latest
         if latest is not None:  # computed for the offline row of its newest event, nothing changed since
             st.latest = None
-            current = (<list> latest)[:width]
+            current = (<list?> latest)[:width]
         else:
             current = kernel.values(st, t)
         # max(t, known time, previous stamp + 1 ms), as the Python reference

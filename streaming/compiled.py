@@ -22,7 +22,8 @@ def load(name: str) -> ModuleType | None:
     source = Path(__file__).with_name(f"{name}.pyx")
     # In a source checkout, a build older than its source would run old rules: refuse it.
     if source.exists() and hashlib.sha1(source.read_bytes()).hexdigest() != module.SOURCE_SHA1:
-        warnings.warn(f"{module.__file__} was built from an older {source.name}; using the Python code until it "
+        how = "from an older" if module.SOURCE_SHA1 else "without the hash setup.py records of"
+        warnings.warn(f"{module.__file__} was built {how} {source.name}; using the Python code until it "
                       "is rebuilt (pip install -e . or make install)", RuntimeWarning, stacklevel=2)
         return None
     return module

@@ -27,6 +27,7 @@ Stores or options these writers do not reproduce byte for byte make ``native_wri
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import struct
 import time
@@ -150,9 +151,12 @@ class RedisField(NamedTuple):
     for the compiled framer (``streaming/_online_compiled.pyx``)."""
 
     codec: BytesCodec
-    kind: int  # 0 float32 (head + 4 bytes), 1 float64 (head + 8 bytes), 2 count (table, else codec), 3 codec only
+    kind: int  # FIELD_KINDS: float32 (head + 4 bytes), float64 (head + 8 bytes), count (table, else codec), other (codec)
     head: bytes = b""
-    table: list = []
+    table: list | tuple = ()
+
+
+FIELD_KINDS = {"float32": 0, "float64": 1, "count": 2, "other": 3}  # as the compiled framer's KINDS
 
 
 def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
@@ -167,7 +171,8 @@ def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
     if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
         fmt, field_name, wire = ("f", "float_val", 5) if value_type == ValueType.FLOAT else ("d", "double_val", 1)
         head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag(field_name, wire)])
-        return RedisField(partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head), 0 if fmt == "f" else 1, head)
+        kind = FIELD_KINDS["float32" if fmt == "f" else "float64"]
+        return RedisField(partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head), kind, head)
     base = value_codec(value_type, what, text=False)
 
     def framed(x) -> bytes:
@@ -175,7 +180,7 @@ def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
         return prefix + b"$%d\r\n%b" % (len(b), b)
 
     if value_type not in (ValueType.INT64, ValueType.INT32):
-        return RedisField(framed, 3)
+        return RedisField(framed, FIELD_KINDS["other"])
     small = [framed(i) for i in range(1 << 14)]
 
     def count(x) -> bytes:
@@ -183,7 +188,7 @@ def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
             return small[x]
         return framed(x)
 
-    return RedisField(count, 2, table=small)
+    return RedisField(count, FIELD_KINDS["count"], table=small)
 
 
 def split_time(t: float) -> tuple[int, int]:
@@ -400,6 +405,8 @@ class RedisNativeWriter:
         self._field_codecs = {name: [f.codec for f in fields] for name, fields in redis_fields.items()}
         # The same framing as one C loop a batch (streaming/_online_compiled.pyx), where built.
         framing = load_compiled("_online_compiled") if compiled else None
+        if compiled and framing is None:
+            logging.getLogger(__name__).info("compiled Redis framing not built: framing in Python")
         self._framers = {}
         for name, fields in redis_fields.items():
             if framing is not None:
@@ -419,9 +426,12 @@ class RedisNativeWriter:
         key_of, codecs, project, expire = vc.keys, vc.codecs, self.project, self._expire
         head, ts_field, fields = self._frames[view]
         field_codecs = self._field_codecs[view]
+        width = len(fields)
         parts: list[bytes] = []
         add, extend = parts.append, parts.extend
         for entity_id, t, values in rows:
+            if len(values) != width:  # HSET's argument count is framed from the view, not the row
+                raise ValueError(f"a row of entity {entity_id!r} has {len(values)} values for {width} features")
             key = _bulk(key_of(entity_id) + project)
             add(head)
             add(key)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from array import array
 from bisect import bisect_left, bisect_right
-from functools import partial
+from functools import partial, reduce
+from operator import add
 from typing import Callable, NamedTuple
 
 from feature_repo.aggregations import EntityAggregation
@@ -41,9 +42,9 @@ class _Timeline:
     def add(self, event_id: int, ts: float, value: float) -> bool:
         times = self.times
         if not times or ts > times[-1]:  # the common case: a new latest event
+            self.ids.append(event_id)  # first: an id that is no int64 raises before anything changed
             times.append(ts)
             self.values.append(value)
-            self.ids.append(event_id)
             return True
         lo = bisect_left(times, ts)
         hi = bisect_right(times, ts, lo)
@@ -51,9 +52,9 @@ class _Timeline:
         for i in range(lo, hi):
             if ids[i] == event_id:
                 return False
+        ids.insert(hi, event_id)  # first: an id that is no int64 raises before anything changed
         times.insert(hi, ts)
         self.values.insert(hi, value)
-        ids.insert(hi, event_id)
         return True
 
     def span(self, lo: float, hi: float) -> tuple[int, int]:
@@ -222,6 +223,8 @@ def drain_rows(dirty: set, states: dict, kernel: Callable, width: int, known: di
     return rows
 
 
+# Window sums add left to right (reduce), not with sum(): from Python 3.12 sum() compensates
+# float rounding, and the compiled twin must give the same floats on every supported Python.
 def _count_avg(bounds, state: EntityState, t: float) -> list:
     """Count and average of event values in (t - length - delay, t - delay] for each window."""
     out: list = []
@@ -234,7 +237,7 @@ def _count_avg(bounds, state: EntityState, t: float) -> list:
         lo = bisect_right(times, hi_t - length, 0, hi)
         n = hi - lo
         out.append(n)
-        out.append(sum(values[lo:hi]) / n if n else 0.0)
+        out.append(reduce(add, values[lo:hi], 0.0) / n if n else 0.0)
     return out
 
 
@@ -252,7 +255,7 @@ def _count_risk(bounds, state: EntityState, t: float) -> list:
         lo = bisect_right(times, lo_t, 0, hi)
         n = hi - lo
         out.append(n)
-        out.append(sum(lvalues[bisect_right(ltimes, lo_t, 0, lhi):lhi]) / n if n else 0.0)
+        out.append(reduce(add, lvalues[bisect_right(ltimes, lo_t, 0, lhi):lhi], 0.0) / n if n else 0.0)
     return out
 
 

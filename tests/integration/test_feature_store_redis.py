@@ -180,6 +180,7 @@ def test_compiled_framing_gives_the_python_framing_bytes(tmp_path, redis_server)
         except (OverflowError, TypeError, ValueError) as e:
             return type(e)
 
+
     for ttl in (None, 3600):
         store = _redis_store(tmp_path / f"ttl{ttl}", redis_server.connection, ttl)
         from streaming.online import OnlineWriter
@@ -204,6 +205,8 @@ def test_compiled_framing_gives_the_python_framing_bytes(tmp_path, redis_server)
                         for _ in range(rng.randrange(1, 6))]
                 assert outcome(compiled, agg.feature_view, rows) == outcome(python, agg.feature_view, rows), rows
         view, width = AGGREGATIONS[0].feature_view, len(plan_for(AGGREGATIONS[0]).names)
+        for values in ([1.0] * (width - 1), [1.0] * (width + 1)):  # a row that does not fit the view's HSET
+            assert outcome(compiled, view, [(1, 1.0, values)]) == outcome(python, view, [(1, 1.0, values)]) == ValueError
         for bad in ("x", None, 1 << 64, "1.5"):
             for field in (0, 1):  # a count, an average
                 rows = [(1, 1.0, [bad if k == field else 1 for k in range(width)])]

@@ -37,6 +37,8 @@ def test_epoch_seconds_timestamp_accepted():
     (enc({**GOOD, "customer_id": 1.5}), "type", "customer_id"),
     (enc({**GOOD, "customer_id": True}), "type", "customer_id"),
     (enc({**GOOD, "tx_amount": -1}), "range", "tx_amount"),
+    (enc({**GOOD, "transaction_id": 1 << 63}), "range", "transaction_id"),  # ids are int64 in Feast and in window state
+    (enc({**GOOD, "terminal_id": 1 << 63}), "range", "terminal_id"),
     (enc({**GOOD, "tx_datetime": "yesterday"}), "type", "tx_datetime"),
     (enc({**GOOD, "extra": 1}), "unknown_field", "extra"),
 ])
