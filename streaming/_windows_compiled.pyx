@@ -294,7 +294,7 @@ cdef class EntityRoute:
         """Fold one validated event in; False for a replay (see ``streaming.windows.EntityRoute``)."""
         cdef object entity_id = event[self.join_key]
         cdef EntityState st = self.states.get(entity_id)
-        cdef list row, lists
+        cdef list row
         cdef Py_ssize_t i
         if st is None:
             st = EntityState()

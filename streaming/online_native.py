@@ -408,13 +408,13 @@ class RedisNativeWriter:
         if compiled and framing is None:
             logging.getLogger(__name__).info("compiled Redis framing not built: framing in Python")
         self._framers = {}
-        for name, fields in redis_fields.items():
-            if framing is not None:
+        if framing is not None:
+            for name, fields in redis_fields.items():
                 head, ts_field, _ = self._frames[name]
                 keys = self.views[name].keys
                 self._framers[name] = framing.RedisFramer(
                     head, ts_field, getattr(keys, "int64_prefix", None), keys, self.project, [f.kind for f in fields],
-                    [f.head for f in fields], [f.table for f in fields], [f.codec for f in fields], self._expire,
+                    [f.head for f in fields], [f.table for f in fields], self._field_codecs[name], self._expire,
                     timestamp_proto_bytes)
 
     def _frame(self, view: str, rows: Rows, framed: bool) -> bytes:

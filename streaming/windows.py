@@ -135,18 +135,12 @@ _NO_LABELS = _Timeline()
 class FeaturePlan:
     """An aggregation's windows compiled for the hot path: feature names and (delay, length) in seconds."""
 
-    __slots__ = ("names", "bounds", "values")
+    __slots__ = ("names", "bounds")
 
     def __init__(self, agg: EntityAggregation):
         self.names: tuple[str, ...] = tuple(agg.feature_names())
         self.bounds: tuple[tuple[float, float], ...] = tuple(
             (w.delay.total_seconds(), w.length.total_seconds()) for w in agg.windows)
-        # values(state, t): the kernel with its bounds bound in C, no Python frame between the two.
-        self.values: Callable[[EntityState, float], list] = partial(FEATURE_FUNCTIONS[agg.kind], self.bounds)
-
-    def row(self, state: EntityState, t: float) -> dict:
-        """Features of ``state`` at reference time ``t``, by feature name."""
-        return dict(zip(self.names, self.values(state, t)))
 
 
 class EntityRoute:
@@ -271,21 +265,6 @@ def plan_for(agg: EntityAggregation) -> FeaturePlan:
     return plan
 
 
-def count_avg(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
-    """Count and average of event values in (t - length, t] for each window."""
-    return _count_avg(plan_for(agg).bounds, state, t)
-
-
-def count_risk(state: EntityState, t: float, agg: EntityAggregation) -> list[float]:
-    """Count of events and share of them labelled positive, in (t - (length+delay), t - delay]."""
-    return _count_risk(plan_for(agg).bounds, state, t)
-
-
-def features_at(state: EntityState, t: float, agg: EntityAggregation) -> dict[str, float]:
-    """The aggregation's features of ``state`` at reference time ``t``, by feature name."""
-    return plan_for(agg).row(state, t)
-
-
 class WindowImplementation(NamedTuple):
     """One implementation of the engine's per-event work: entity state, kernels, routes and the online drain."""
 
@@ -301,6 +280,7 @@ class WindowImplementation(NamedTuple):
         return dict(zip(plan.names, self.kernel(agg.kind, plan.bounds)(state, t)))
 
 
+# A Python kernel is its function with the bounds bound by partial: no Python frame between the two.
 PYTHON_WINDOWS = WindowImplementation("python", EntityState, lambda kind, bounds: partial(FEATURE_FUNCTIONS[kind], bounds),
                                       EntityRoute, drain_rows)
 
