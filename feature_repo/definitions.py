@@ -1,8 +1,10 @@
-"""Feast objects of the fraud use case: entities, sources, feature views and the feature service.
+"""Feast objects of the fraud use case: entities, feature views and the feature service.
 
-Stream features enter through push sources (the streaming engine pushes them); each push
-source is backed by a directory of parquet files, partitioned by event date, that is the
-offline log training reads point-in-time correct rows from.
+Each aggregation's feature view holds one online value per entity, ``tiles``: the entity's
+tiles packed by ``feature_repo.tiles`` (written by the streaming engine, merged at request time
+by the transformer). The views are online only: training sets are computed from the raw event
+log (``components.dataset``), never from rows materialized at processing time, so the push
+source's file source names a directory nothing reads.
 """
 
 from __future__ import annotations
@@ -12,16 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Float32, Int64
+from feast.types import Bytes, Int64, String
 
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.model_inputs import FEATURE_SERVICE
+from feature_repo.tiles import TILES_FEATURE
 
 TIMESTAMP_FIELD = "event_timestamp"
-
-
-def _dtype(feature: str):
-    return Int64 if "_nb_tx_" in feature else Float32
 
 
 def build_definitions(offline_dir: Path) -> list:
@@ -38,24 +37,23 @@ def build_definitions(offline_dir: Path) -> list:
 
 
 def _entity(agg: EntityAggregation) -> Entity:
-    return Entity(name=agg.entity, join_keys=[agg.join_key], value_type=ValueType.INT64)
+    return Entity(name=agg.entity, join_keys=[agg.join_key], value_type=ValueType.INT64 if agg.key_type == "int" else ValueType.STRING)
 
 
 def _feature_view(agg: EntityAggregation, offline_dir: Path) -> FeatureView:
     batch = FileSource(
         name=f"{agg.feature_view}_log",
-        # The log keeps one directory per event date (feature_repo/offline_log.py); the glob reads them all,
-        # for both the DuckDB and the dask offline store.
-        path=str(offline_dir / agg.feature_view / "*" / "*.parquet"),
+        path=str(offline_dir / f"{agg.feature_view}_tiles" / "*" / "*.parquet"),
         timestamp_field=TIMESTAMP_FIELD,
     )
     push = PushSource(name=f"{agg.feature_view}_push", batch_source=batch)
     return FeatureView(
         name=agg.feature_view,
         entities=[_entity(agg)],
-        # A window's value is stale once its longest window has passed without events.
-        ttl=agg.horizon + timedelta(days=1),
-        schema=[Field(name=agg.join_key, dtype=Int64)] + [Field(name=f, dtype=_dtype(f)) for f in agg.feature_names()],
+        # No TTL: tiles are evaluated at the request's time, so an idle entity's old tiles simply fall
+        # outside every window (a TTL would turn them into a missing entity instead of empty windows).
+        ttl=timedelta(0),
+        schema=[Field(name=agg.join_key, dtype=Int64 if agg.key_type == "int" else String), Field(name=TILES_FEATURE, dtype=Bytes)],
         source=push,
         online=True,
     )
