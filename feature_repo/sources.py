@@ -45,6 +45,10 @@ class EventSource:
 
 
 INT64_MAX = (1 << 63) - 1  # ids are int64 in Feast's entity keys and in the engine's window state
+# Event times every store and the training path represent (epoch seconds, [TIME_MIN, TIME_MAX)): pandas'
+# nanosecond timestamps end in April 2262; tiles count microseconds from the epoch. Outside: reason 'range'.
+TIME_MIN = 0.0  # 1970-01-01T00:00:00Z
+TIME_MAX = 9_183_110_400.0  # 2261-01-01T00:00:00Z
 
 
 def _round_amount(event: dict) -> dict:

@@ -29,8 +29,11 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
     offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
     grace_s: float = Field(
-        3600.0, description="How far behind its partition's stream time an event may arrive and still be applied; "
-        "later ones go to the DLQ with reason 'late'. State is kept this much beyond the longest window.")
+        3600.0, ge=0, description="How long de-duplication state is kept beyond the longest window (plus delay): a "
+        "replayed or duplicated event older than that is no longer recognised.")
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="How far ahead of the engine's clock an event time may be; later events go to the "
+        "DLQ with reason 'future' (timestamps outside what the stores represent get reason 'range').")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     restore: bool = Field(
         True, description="Rebuild the window state of assigned partitions by replaying them from Kafka up to the "

@@ -19,7 +19,7 @@ from typing import Callable
 
 import orjson
 
-from feature_repo.sources import EventSource, FieldSpec
+from feature_repo.sources import TIME_MAX, TIME_MIN, EventSource, FieldSpec
 from rtml_common.errors import InvalidInputError
 
 _isfinite = math.isfinite
@@ -38,22 +38,30 @@ class InvalidEvent(InvalidInputError):
 
 
 def parse_timestamp(value: object, name: str) -> float:
-    """Epoch seconds from ISO 8601 (naive = UTC) or a number of epoch seconds."""
+    """Epoch seconds from ISO 8601 (naive = UTC) or a number of epoch seconds, inside [TIME_MIN, TIME_MAX)."""
     if isinstance(value, bool):
         raise InvalidEvent("type", f"field '{name}' must be an ISO 8601 timestamp or epoch seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        if not _isfinite(value):
+        if isinstance(value, float) and not _isfinite(value):
             raise InvalidEvent("type", f"field '{name}' is not a finite number")
-        return float(value)
-    if isinstance(value, str):
+        secs = float(value) if -1e18 < value < 1e18 else math.copysign(1e18, value)  # no OverflowError on huge ints
+    elif isinstance(value, str):
         try:
             ts = datetime.fromisoformat(value)
         except ValueError:
             raise InvalidEvent("type", f"field '{name}' is not an ISO 8601 timestamp: {value[:40]!r}") from None
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=timezone.utc)
-        return ts.timestamp()
-    raise InvalidEvent("type", f"field '{name}' must be an ISO 8601 timestamp or epoch seconds, got {type(value).__name__}")
+        try:
+            secs = ts.timestamp()
+        except (OverflowError, ValueError):  # an offset that moves year 1 or 9999 out of datetime's range
+            raise InvalidEvent("range", f"field '{name}' = {value[:40]!r} is outside the supported time range") from None
+    else:
+        raise InvalidEvent("type", f"field '{name}' must be an ISO 8601 timestamp or epoch seconds, got {type(value).__name__}")
+    if not TIME_MIN <= secs < TIME_MAX:
+        raise InvalidEvent("range", f"field '{name}' = {str(value)[:40]} is outside the supported time range "
+                                    "[1970-01-01, 2261-01-01) UTC")
+    return secs
 
 
 def _range_checker(spec: FieldSpec) -> Callable[[object], None] | None:
@@ -201,6 +209,9 @@ def _column_checker(spec: FieldSpec) -> Callable[[list], list] | None:
     Raises ``_Fallback`` on anything the per-event decoder would reject or treat specially.
     """
     name, lo, hi, required, default = spec.name, spec.minimum, spec.maximum, spec.required, spec.default
+    if spec.type == "timestamp":  # the supported time range (per event: parse_timestamp)
+        lo = TIME_MIN if lo is None else max(lo, TIME_MIN)
+        hi = TIME_MAX - 1e-6 if hi is None else min(hi, TIME_MAX - 1e-6)
     kinds = {"int": {int}, "float": {int, float}, "timestamp": {str, int, float}, "str": {str}, "bool": {bool}}.get(spec.type)
     if kinds is None:
         return None

@@ -130,3 +130,26 @@ def test_batch_decoder_joined_payloads_cannot_pass_as_events():
     halves = [b'{"transaction_id": 1, "tx_datetime": "', b'"}']
     got = batch_decoder_for(TRANSACTIONS)(halves)
     assert all(isinstance(r, InvalidEvent) and r.category == "unparseable" for r in got)
+
+
+@pytest.mark.parametrize("when", [
+    "9999-12-31T23:59:59Z",  # parses, but beyond what pandas and the stores represent
+    "2262-01-01T00:00:00+00:00",
+    "1969-12-31T23:59:59Z",
+    "0001-01-01T00:00:00+01:00",  # the offset moves it before datetime's year 1
+    float(2 ** 64), 2 ** 63 - 1, -1, 1e300,
+])
+def test_timestamps_outside_the_supported_range_are_range_errors(when):
+    payload = enc({**GOOD, "tx_datetime": when})
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(TRANSACTIONS, payload)
+    assert err.value.category == "range" and "tx_datetime" in err.value.message
+    # the batch decoder decides the same, and the valid events beside it pass
+    got = batch_decoder_for(TRANSACTIONS)([enc(GOOD), payload, enc(GOOD)])
+    assert isinstance(got[1], InvalidEvent) and got[1].category == "range"
+    assert got[0]["tx_datetime"] == got[2]["tx_datetime"] == 1522541276.0
+
+
+def test_supported_time_range_edges():
+    assert decode_event(TRANSACTIONS, enc({**GOOD, "tx_datetime": 0}))["tx_datetime"] == 0.0
+    assert decode_event(TRANSACTIONS, enc({**GOOD, "tx_datetime": "2260-12-31T23:59:59Z"}))["tx_datetime"] == 9183110399.0
