@@ -27,6 +27,7 @@ only helps on a 2-core host.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import resource
@@ -38,35 +39,39 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_repo.aggregations import CUSTOMER_SPENDING, TERMINAL_RISK
-from feature_repo.model_inputs import CUSTOMER_FEATURES, TERMINAL_FEATURES, calendar_features, fold_current_transaction
+from feature_repo.aggregations import AGGREGATIONS
+from feature_repo.model_inputs import MODEL_INPUTS, calendar_features
+from feature_repo.tiles import TILES_FEATURE, US, layout_for
 
 MODEL_NAME = "fraud-detector"
 EPOCH0 = 1_700_000_000
 N_BODIES = 2000
-FEATURE_REFS = [f"{CUSTOMER_SPENDING.feature_view}:{f}" for f in CUSTOMER_FEATURES] + [
-    f"{TERMINAL_RISK.feature_view}:{f}" for f in TERMINAL_FEATURES
-]
+FEATURE_REFS = [f"{a.feature_view}:{TILES_FEATURE}" for a in AGGREGATIONS]
 # Full feature names, as the sample requests them: <view>__<feature>.
 FEATURE_KEYS = [ref.replace(":", "__") for ref in FEATURE_REFS]
-_COUNT = [i for i, n in enumerate(CUSTOMER_FEATURES) if "_nb_tx_" in n]
-_AVG = [i for i, n in enumerate(CUSTOMER_FEATURES) if "_avg_amount_" in n]
+
+
+def _blob(value) -> bytes | None:
+    """A tiles value as Feast hands it over: bytes from the SDK, base64 text from feast serve's JSON."""
+    return base64.b64decode(value) if isinstance(value, str) else value
 
 
 def build_rows(instances: list, columns: dict[str, list]) -> list[list[float]]:
-    """Model input rows (MODEL_INPUTS order) from V1 instances and feature columns keyed by FEATURE_KEYS.
+    """Model input rows (MODEL_INPUTS order) from V1 instances and tile columns keyed by FEATURE_KEYS.
 
-    The same inputs rtml assembles (calendar features, current transaction folded into the
-    customer windows), so both paths feed the model identical rows; absent values become 0.
+    The same inputs rtml assembles (calendar features, every aggregation's tiles merged at the
+    transaction's time with the transaction itself in the delay-0 windows), so both paths feed the
+    model identical rows; an absent entity has empty windows.
     """
     amount = np.array([float(r[2]) for r in instances])
-    weekend, night = calendar_features(np.array([int(r[3]) for r in instances]))
-    feats = np.array([[np.nan if v is None else float(v) for v in columns[k]] for k in FEATURE_KEYS], dtype=np.float64).T
-    feats = np.nan_to_num(feats, nan=0.0)
-    cust = feats[:, : len(CUSTOMER_FEATURES)]
-    counts, avgs = fold_current_transaction(cust[:, _COUNT], cust[:, _AVG], amount[:, None])
-    cust[:, _COUNT], cust[:, _AVG] = counts, avgs
-    return np.column_stack([amount, weekend, night, feats]).tolist()
+    epoch = np.array([int(r[3]) for r in instances], dtype=np.int64)
+    weekend, night = calendar_features(epoch)
+    feats = {"tx_amount": amount, "tx_during_weekend": weekend, "tx_during_night": night}
+    for agg, key in zip(AGGREGATIONS, FEATURE_KEYS):
+        layout = layout_for(agg)
+        merged = layout.features([_blob(v) for v in columns[key]], epoch * US, {"tx_amount": amount})
+        feats.update(zip(layout.names, merged.T))
+    return np.column_stack([feats[n] for n in MODEL_INPUTS]).tolist()
 
 
 def make_transformer(feast_url: str | None, home: Path | None):
@@ -177,28 +182,43 @@ def make_model(path: Path) -> Path:
     return path
 
 
-def write_features(home: Path, customers: int, terminals: int) -> None:
-    """Register the repo's Feast objects in ``home`` and write online rows for every entity."""
+def entity_tiles(agg, n_entities: int, tx_per_day: float, rng) -> dict[int, bytes]:
+    """Packed tiles of ``n_entities`` entities with Poisson(``tx_per_day``) transactions a day over the 40 days
+    before EPOCH0 and the 30 days of request times after it (10% labelled positive)."""
     import pandas as pd
 
-    from feature_repo.model_inputs import CUSTOMER_FEATURES, TERMINAL_FEATURES
+    layout = layout_for(agg)
+    days = 70
+    n = rng.poisson(tx_per_day * days * n_entities)
+    ev = pd.DataFrame({"entity": rng.integers(0, n_entities, n),
+                       "tile": (EPOCH0 - 40 * 86400 + rng.integers(0, days * 86400, n)) * US // layout.tile_us,
+                       "tx_amount": np.round(rng.gamma(2.0, 30.0, n), 2), "fraud": (rng.random(n) < 0.1).astype(float)})
+    # One aggregate per IR column, in the layout's order: count, sum/min/max of a field, positive labels.
+    spec = {f"c{i}": ("tx_amount", "size") if kind == "count" else ("fraud", "sum") if kind == "labels" else (field, kind)
+            for i, (kind, field) in enumerate(layout.columns)}
+    grouped = ev.groupby(["entity", "tile"]).agg(**spec)
+    out = {}
+    for entity, g in grouped.groupby(level="entity"):
+        out[int(entity)] = layout.encode(dict(zip(g.index.get_level_values("tile").tolist(), g.to_numpy(np.float64).tolist())))
+    return out
+
+
+def write_features(home: Path, customers: int, terminals: int) -> None:
+    """Register the repo's Feast objects in ``home`` and write every entity's tiles (through Feast's provider)."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
     from feature_repo.store import FeatureStoreSettings, apply_definitions
 
     store = apply_definitions(FeatureStoreSettings(home=home))
     rng = np.random.default_rng(0)
-    now = pd.Timestamp.now(tz="UTC").floor("s")
-    for view, key, names, n in (("customer_spending", "customer_id", CUSTOMER_FEATURES, customers),
-                                ("terminal_risk", "terminal_id", TERMINAL_FEATURES, terminals)):
-        df = pd.DataFrame({key: np.arange(n, dtype=np.int64)})
-        for i, name in enumerate(names):
-            if "_nb_tx_" in name:
-                df[name] = rng.poisson(2 * (1 + 6 * (i // 2)), n).astype(np.int64)
-            elif "_risk_" in name:
-                df[name] = (rng.random(n) < 0.1) * rng.random(n) * 0.5
-            else:
-                df[name] = rng.gamma(2.0, 30.0, n)
-        df["event_timestamp"] = now
-        store.write_to_online_store(view, df)
+    now = datetime.now(timezone.utc)
+    per_day = 2.5  # a customer's transactions a day (the simulator's mean is about that)
+    for agg, n in zip(AGGREGATIONS, (customers, terminals)):
+        blobs = entity_tiles(agg, n, per_day * customers / n, rng)
+        rows = [(EntityKeyProto(join_keys=[agg.join_key], entity_values=[ValueProto(int64_val=k)]),
+                 {TILES_FEATURE: ValueProto(bytes_val=b)}, now, None) for k, b in blobs.items()]
+        store._get_provider().online_write_batch(store.config, store.get_feature_view(agg.feature_view), rows, progress=None)
 
 
 def transactions(customers: int, terminals: int) -> list[tuple[int, int, float, int]]:
@@ -230,8 +250,7 @@ def floor_child(home: str, model_dir: str, txs: list, seconds: float, q) -> None
 
     from feature_repo.model_inputs import FEATURE_SERVICE
     from feature_repo.store import FeatureStoreSettings, open_store
-    from inference.artifact import read_metadata
-    from inference.assembly import ONLINE_FEATURES, assemble
+    from inference.assembly import assemble
 
     torch.set_num_threads(1)
     store = open_store(FeatureStoreSettings(home=Path(home)))
@@ -239,12 +258,13 @@ def floor_child(home: str, model_dir: str, txs: list, seconds: float, q) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(Path(model_dir) / "model.pt")).eval()
-    defaults = np.asarray(read_metadata(Path(model_dir)).default_vector(), dtype=np.float64)
 
     def once(tx) -> float:
-        cols = store.get_online_features(features=service, entity_rows=[{"customer_id": tx[0], "terminal_id": tx[1]}]).to_dict()
-        online = np.array([[np.nan if cols[n][0] is None else cols[n][0] for n in ONLINE_FEATURES]], dtype=np.float64)
-        x, _, _ = assemble(np.array([tx[2]]), np.array([tx[3]]), online, defaults)
+        cols = store.get_online_features(features=service, entity_rows=[{"customer_id": tx[0], "terminal_id": tx[1]}],
+                                         full_feature_names=True).to_dict()
+        tiles = np.empty((1, len(FEATURE_KEYS)), dtype=object)
+        tiles[0] = [cols[k][0] for k in FEATURE_KEYS]
+        x, _ = assemble({"tx_amount": np.array([tx[2]])}, np.array([tx[3]]), tiles)
         with torch.inference_mode():
             return float(module(torch.from_numpy(x))[0])
 

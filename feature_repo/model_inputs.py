@@ -36,13 +36,3 @@ def weekend_night(ts: datetime) -> tuple[float, float]:
     w, n = calendar_features(np.array([int(ts.timestamp())]))
     return float(w[0]), float(n[0])
 
-
-def fold_current_transaction(count: np.ndarray, avg: np.ndarray, amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Add the transaction being scored to a customer window read from the online store.
-
-    Training rows include the current transaction in the customer windows (the handbook's
-    rolling windows are closed on the right); the online store holds the state before it,
-    so serving folds it in here to avoid training/serving skew.
-    """
-    new_count = count + 1.0
-    return new_count, (avg * count + amount) / new_count

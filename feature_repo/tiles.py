@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ from feature_repo.aggregations import EntityAggregation, _us
 from rtml_common.errors import InvalidInputError
 
 TILES_FEATURE = "tiles"
-_HEADER = struct.Struct("<4sHH")  # magic, IR width, reserved
+_HEADER = struct.Struct("<4sHH")  # magic, IR width, layout fingerprint
 _MAGIC = b"RTT1"
 US = 1_000_000
 
@@ -60,6 +61,8 @@ class TileLayout:
         self.windows = tuple((_us(w.length) // self.tile_us, _us(w.delay)) for w in agg.windows)
         self.horizon_tiles = max(n + d // self.tile_us for n, d in self.windows) + 1
         self.names = tuple(agg.feature_names())
+        # Two layouts of the same width (other IRs, another tile size) must not read each other's bytes.
+        self.fingerprint = zlib.crc32(repr((self.columns, self.tile_us)).encode()) & 0xFFFF
 
     # -- engine side -----------------------------------------------------------------------
     def tile_of(self, t_us: int) -> int:
@@ -89,22 +92,22 @@ class TileLayout:
     def encode(self, tiles: Mapping[int, Sequence[float]]) -> bytes:
         """One entity's tiles as the bytes stored online (tiles in ascending order)."""
         if not tiles:
-            return _HEADER.pack(_MAGIC, self.width, 0)
+            return _HEADER.pack(_MAGIC, self.width, self.fingerprint)
         keys = sorted(tiles)
         arr = np.empty((len(keys), 1 + self.width), dtype="<f8")
         arr[:, 0] = keys
         arr[:, 1:] = [tiles[k] for k in keys]
-        return _HEADER.pack(_MAGIC, self.width, 0) + arr.tobytes()
+        return _HEADER.pack(_MAGIC, self.width, self.fingerprint) + arr.tobytes()
 
     def decode(self, blob: bytes | None) -> np.ndarray:
         """Bytes from ``encode`` (or None: no tiles) as a float64 array [tiles, 1 + width]."""
         if not blob:
             return np.empty((0, 1 + self.width))
-        magic, width, _ = _HEADER.unpack_from(blob)
-        if magic != _MAGIC or width != self.width or (len(blob) - _HEADER.size) % (8 * (1 + width)):
+        magic, width, fingerprint = _HEADER.unpack_from(blob)
+        if (magic, width, fingerprint) != (_MAGIC, self.width, self.fingerprint) or (len(blob) - _HEADER.size) % (8 * (1 + width)):
             raise InvalidInputError(
-                f"online tiles of '{self.agg.feature_view}' have layout {magic!r}/{width}, expected {_MAGIC!r}/{self.width}: "
-                "written by another version of the feature repo")
+                f"online tiles of '{self.agg.feature_view}' have layout {magic!r}/{width}/{fingerprint:04x}, expected "
+                f"{_MAGIC!r}/{self.width}/{self.fingerprint:04x}: written by another version of the feature repo")
         return np.frombuffer(blob, dtype="<f8", offset=_HEADER.size).reshape(-1, 1 + width)
 
     # -- request side ----------------------------------------------------------------------

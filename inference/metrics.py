@@ -44,7 +44,7 @@ BATCH_SIZE = Histogram(
 )
 MISSING_ENTITIES = Counter(
     "rtml_inference_missing_entities_total",
-    "Entities scored with the model's default features because the online store had none for them.",
+    "Entities with no online row, scored with empty windows (as training scores an entity with no history).",
     ["entity", "model_version"],
     registry=registry,
 )

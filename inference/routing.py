@@ -25,13 +25,12 @@ _HASH_SPACE = float(1 << 64)
 
 
 class Route:
-    """One model version: its metadata-derived fill values and threshold, and how to score rows."""
+    """One model version: its metadata and threshold, and how to score rows."""
 
     def __init__(self, metadata: ModelMetadata, threshold: float | None = None):
         self.metadata = metadata
         self.version = metadata.version
         self.threshold = metadata.threshold if threshold is None else threshold
-        self.defaults = np.asarray(metadata.default_vector(), dtype=np.float64)
 
     async def score(self, x: np.ndarray, request_id: str) -> tuple[np.ndarray, str]:
         """FP32 [N] probabilities for the assembled rows ``x``, and the version that computed them."""

@@ -61,10 +61,10 @@ class TransformerSettings(_ServerSettings, FeatureStoreSettings, KafkaSettings):
     decision_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Probability at or above which is_fraud is true; unset = the model's threshold."
     )
-    missing_entity_policy: Literal["defaults", "reject"] = Field(
-        "defaults",
-        description="Entities with no online features yet: 'defaults' fills the model's defaults (and counts them), "
-        "'reject' answers 400 naming them.",
+    missing_entity_policy: Literal["empty", "reject"] = Field(
+        "empty",
+        description="Entities with no online tiles yet: 'empty' scores them with empty windows, exactly as training "
+        "computes an entity without history (and counts them), 'reject' answers 400 naming them.",
     )
     feature_fetch_threads: int = Field(
         1,

@@ -43,11 +43,13 @@ class BadRequest(InvalidInputError, InvalidInput):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A declared input or output: name, accepted datatypes (the first is advertised) and shape (-1 = any)."""
+    """A declared input or output: name, accepted datatypes (the first is advertised), shape (-1 = any) and
+    whether a request may leave it out (``optional``: the handler supplies it)."""
 
     name: str
     datatypes: tuple[str, ...]
     shape: tuple[int, ...]
+    optional: bool = False
 
     def metadata(self) -> dict:
         """The V2 model-metadata entry."""
@@ -73,7 +75,7 @@ def validate_inputs(request: InferRequest, specs: list[TensorSpec]) -> dict[str,
         if inp.name in arrays:
             raise BadRequest(f"input {inp.name!r} is given more than once")
         arrays[inp.name] = _to_array(inp, spec)
-    missing = [s.name for s in specs if s.name not in arrays]
+    missing = [s.name for s in specs if s.name not in arrays and not s.optional]
     if missing:
         raise BadRequest(f"missing input(s) {missing}; expected {_names(specs)}")
     rows = {name: a.shape[0] for name, a in arrays.items()}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from feature_repo.aggregations import AGGREGATIONS
 from inference import metrics
 from inference.artifact import read_metadata, resolve_model_dir
-from inference.assembly import assemble, epoch_seconds
+from inference.assembly import ENTITY_KEYS, EVENT_FIELDS, assemble, epoch_seconds
 from inference.base import V2Model
 from inference.features import OnlineFeatureReader
 from inference.prediction_log import PredictionLog
@@ -22,8 +25,10 @@ INPUT_SPECS = [
     TensorSpec("customer_id", ("INT64",), (-1,)),
     TensorSpec("terminal_id", ("INT64",), (-1,)),
     TensorSpec("tx_amount", ("FP32", "FP64"), (-1,)),
-    TensorSpec("tx_datetime", ("INT64", "BYTES"), (-1,)),
+    # Required: the windows are evaluated at the transaction's own time (validate_inputs has no optional inputs).
+    TensorSpec("tx_datetime", ("INT64", "BYTES"), (-1,), optional=True),  # absent: the time of the request
 ]
+assert {*ENTITY_KEYS, *EVENT_FIELDS} <= {s.name for s in INPUT_SPECS}, "join keys and current-event fields must be request inputs"
 OUTPUT_SPECS = [
     TensorSpec("fraud_probability", ("FP32",), (-1,)),
     TensorSpec("is_fraud", ("BOOL",), (-1,)),
@@ -32,7 +37,7 @@ OUTPUT_SPECS = [
 
 
 class FraudTransformer(V2Model):
-    """Scores card transactions: validates, reads online features, assembles, calls the predictor.
+    """Scores card transactions: validates, reads online tiles, evaluates the windows at ``tx_datetime``, calls the predictor.
 
     The predictor is ``predictor`` (same process) when given, else the V2 server at
     ``settings.predictor_host`` over REST or gRPC through one pooled client. With a candidate
@@ -99,13 +104,16 @@ class FraudTransformer(V2Model):
         amount = cols["tx_amount"]
         if (amount < 0).any():
             raise BadRequest(f"input 'tx_amount': amounts must not be negative (row {int(np.argmax(amount < 0))})")
-        epoch = epoch_seconds(cols["tx_datetime"])
+        if "tx_datetime" in cols:
+            epoch = epoch_seconds(cols["tx_datetime"])
+        else:  # scored as it happens: the windows are evaluated now
+            epoch = np.full(len(amount), int(time.time()), dtype=np.int64)
         cols["tx_datetime"] = epoch
         route, request_id = self.split.choose(payload.id)
-        keys = np.stack([cols["customer_id"], cols["terminal_id"]], axis=1)
-        online = await self._features.fetch(keys)
-        x, no_customer, no_terminal = assemble(amount, epoch, online, route.defaults)
-        self._account_missing(cols, no_customer, no_terminal, route.version)
+        keys = np.stack([cols[k] for k in ENTITY_KEYS], axis=1)
+        tiles = await self._features.fetch(keys)
+        x, missing = assemble(cols, epoch, tiles)
+        self._account_missing(cols, missing, route.version)
         probs, version = await route.score(x, request_id)
         metrics.note_served_version(version)
         flags = probs >= route.threshold
@@ -131,15 +139,13 @@ class FraudTransformer(V2Model):
             requested_outputs=payload.request_outputs,
         )
 
-    def _account_missing(self, cols: dict[str, np.ndarray], no_customer: np.ndarray, no_terminal: np.ndarray, version: str) -> None:
-        n_cust, n_term = int(no_customer.sum()), int(no_terminal.sum())
-        if not (n_cust or n_term):
+    def _account_missing(self, cols: dict[str, np.ndarray], missing: np.ndarray, version: str) -> None:
+        """Entities without an online row were scored with empty windows: count them, or reject the request."""
+        if not missing.any():
             return
         if self.settings.missing_entity_policy == "reject":
-            unknown = [f"customer_id={c}" for c in cols["customer_id"][no_customer].tolist()]
-            unknown += [f"terminal_id={t}" for t in cols["terminal_id"][no_terminal].tolist()]
+            unknown = [f"{a.join_key}={k}" for j, a in enumerate(AGGREGATIONS) for k in cols[a.join_key][missing[:, j]].tolist()]
             raise BadRequest(f"no online features for {', '.join(unknown[:20])}")
-        if n_cust:
-            metrics.MISSING_ENTITIES.labels("customer", version).inc(n_cust)
-        if n_term:
-            metrics.MISSING_ENTITIES.labels("terminal", version).inc(n_term)
+        for j, agg in enumerate(AGGREGATIONS):
+            if n := int(missing[:, j].sum()):
+                metrics.MISSING_ENTITIES.labels(agg.entity, version).inc(n)

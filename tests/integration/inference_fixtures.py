@@ -1,4 +1,5 @@
-"""Helpers for the inference tests: a tiny TorchScript fraud model as a model version dir, and a server process."""
+"""Helpers for the inference tests: a tiny TorchScript fraud model as a model version dir, a server process,
+online tiles written through Feast, and the model inputs recomputed from raw events."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import subprocess
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import httpx
+import numpy as np
 import torch
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.model_inputs import MODEL_INPUTS
+from feature_repo.tiles import TILES_FEATURE, layout_for
 from rtml.local.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +74,84 @@ def reference_forward(model_dir: Path, rows) -> list[float]:
         return module(torch.tensor(rows, dtype=torch.float32)).tolist()
 
 
+# -- online tiles and their reference ----------------------------------------------------------
+# An event is a dict: customer_id, terminal_id, t_us (event time, integer microseconds), tx_amount
+# and fraud (True: a positive label known within the label delay, so the ratio features count it).
+US = 1_000_000
+
+
+def tiles_from_events(agg: EntityAggregation, events: Iterable[Mapping]) -> dict[int, bytes]:
+    """Each entity's packed tiles of ``agg`` built from raw events, as the engine would write them."""
+    layout = layout_for(agg)
+    by_entity: dict[int, dict[int, list[float]]] = {}
+    for e in events:
+        ir = by_entity.setdefault(e[agg.join_key], {}).setdefault(layout.tile_of(e["t_us"]), layout.empty())
+        layout.add_event(ir, e)
+        if layout.labels_index is not None and e["fraud"]:
+            ir[layout.labels_index] += 1.0
+    return {k: layout.encode(tiles) for k, tiles in by_entity.items()}
+
+
+def write_tiles(store, agg: EntityAggregation, blobs: Mapping[int, bytes]) -> None:
+    """Write packed tiles per entity into ``agg``'s feature view through Feast's own ``provider.online_write_batch``."""
+    view = store.get_feature_view(agg.feature_view)
+    now = datetime.now(timezone.utc)
+    key = (lambda k: ValueProto(int64_val=int(k))) if agg.key_type == "int" else (lambda k: ValueProto(string_val=str(k)))
+    rows = [(EntityKeyProto(join_keys=[agg.join_key], entity_values=[key(k)]), {TILES_FEATURE: ValueProto(bytes_val=blob)}, now, None)
+            for k, blob in blobs.items()]
+    store._get_provider().online_write_batch(store.config, view, rows, progress=None)
+
+
+def write_events(store, events: Sequence[Mapping]) -> None:
+    """Every aggregation's tiles of ``events`` into the online store."""
+    for agg in AGGREGATIONS:
+        write_tiles(store, agg, tiles_from_events(agg, events))
+
+
+def _us(td: timedelta) -> int:
+    return td // timedelta(microseconds=1)
+
+
+def _aggregate(function: str, field: str | None, inside: list[Mapping]) -> float:
+    if not inside:
+        return 0.0
+    if function == "count":
+        return float(len(inside))
+    if function == "ratio":
+        return sum(bool(e["fraud"]) for e in inside) / len(inside)
+    values = [float(e[field]) for e in inside]
+    return {"sum": sum(values), "mean": sum(values) / len(values), "min": min(values), "max": max(values)}[function]
+
+
+def reference_vectors(events: Sequence[Mapping], requests: Iterable[tuple[int, int, float, int]]) -> np.ndarray:
+    """MODEL_INPUTS rows of ``requests`` (customer_id, terminal_id, tx_amount, epoch seconds) straight from raw events.
+
+    A plain loop over the semantics of ``feature_repo.aggregations`` (no tiles): at t = the request's
+    time, a window (length L, delay D) holds the entity's events with end - L <= e < end,
+    end = floor((t - D) / tile) * tile; delay-0 windows also hold the request's transaction
+    (never labelled); an empty window gives 0. Calendar features from the UTC date-time.
+    """
+    by_key = {agg.join_key: {} for agg in AGGREGATIONS}
+    for e in events:
+        for key, groups in by_key.items():
+            groups.setdefault(e[key], []).append(e)
+    rows = []
+    for customer, terminal, amount, epoch in requests:
+        t_us, request = int(epoch) * US, {"customer_id": customer, "terminal_id": terminal, "tx_amount": float(amount)}
+        dt = datetime.fromtimestamp(int(epoch), timezone.utc)
+        feats = {"tx_amount": float(amount), "tx_during_weekend": float(dt.weekday() >= 5), "tx_during_night": float(dt.hour <= 6)}
+        for agg in AGGREGATIONS:
+            tile = _us(agg.tile)
+            history = by_key[agg.join_key].get(request[agg.join_key], [])
+            for w in agg.windows:
+                end = (t_us - _us(w.delay)) // tile * tile
+                inside = [e for e in history if end - _us(w.length) <= e["t_us"] < end]
+                if w.delay == timedelta(0):
+                    inside.append({**request, "fraud": False})
+                for f in agg.features:
+                    feats[f.name.format(window=w.suffix)] = _aggregate(f.function, f.field, inside)
+        rows.append([feats[name] for name in MODEL_INPUTS])
+    return np.array(rows, dtype=np.float64)
 
 
 class Server:

@@ -21,12 +21,10 @@ import pytest
 import torch
 
 from components.canary_analysis import Thresholds, analyze, run_analysis, version_stats
-from feature_repo.model_inputs import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from feature_repo.store import FeatureStoreSettings, apply_definitions
 from rtml.local.prometheus import LocalPrometheus
 from rtml_common.errors import NotReadyError
-from tests.integration.inference_fixtures import Server, make_model_dir
-from tests.integration.test_inference_server import feature_frame
+from tests.integration.inference_fixtures import Server, make_model_dir, write_events
 from tests.unit.components.test_canary_analysis import FakeCustomObjects, knative_isvc
 
 pytestmark = pytest.mark.integration
@@ -76,8 +74,10 @@ def prom(tmp_path_factory):
     """Servers v1 (champion), v2 (twin) and v3 (shifted) with real traffic, scraped by a real Prometheus."""
     home = tmp_path_factory.mktemp("rtml_home")
     store = apply_definitions(FeatureStoreSettings(home=home))
-    store.write_to_online_store("customer_spending", feature_frame("customer_id", CUSTOMER_FEATURES, [1, 2, 3]))
-    store.write_to_online_store("terminal_risk", feature_frame("terminal_id", TERMINAL_FEATURES, [10, 20]))
+    # A month of history for the customers and terminals the traffic uses.
+    t0 = 1_714_000_000 * 1_000_000
+    write_events(store, [{"customer_id": 1 + i % 3, "terminal_id": 10 * (1 + i % 2), "t_us": t0 + i * 7_919_000_000,
+                          "tx_amount": 10.0 + i % 50, "fraud": i % 17 == 0} for i in range(400)])
     registry = home / "registry" / MODEL
     dirs = [make_model_dir(registry / "1", version="1"), make_model_dir(registry / "2", version="2"),
             shifted_model_dir(registry / "3", version="3")]

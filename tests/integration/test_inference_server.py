@@ -1,32 +1,27 @@
-"""The real serving path: `python -m inference` subprocesses, a real Feast SQLite store, tritonclient and httpx.
+"""The real serving path: `python -m inference` subprocesses, a real Feast SQLite store holding tiles, tritonclient and httpx.
 
 One server runs both models in one process (the local default); a predictor plus two
-transformers calling it over V2 REST and gRPC (the Kubernetes layout) must give the same answers.
+transformers calling it over V2 REST and gRPC (the Kubernetes layout) must give the same answers: the
+model on the inputs recomputed from the raw events at each request's time.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import datetime, timezone
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from feature_repo.model_inputs import (
-    CUSTOMER_FEATURES,
-    FEATURE_SERVICE,
-    MODEL_INPUTS,
-    TERMINAL_FEATURES,
-    calendar_features,
-    fold_current_transaction,
-)
+from feature_repo.model_inputs import FEATURE_SERVICE, MODEL_INPUTS
 from feature_repo.store import FeatureStoreSettings, apply_definitions
-from tests.integration.inference_fixtures import DEFAULTS, Server, make_model_dir, reference_forward
+from rtml_common.kafka import make_consumer
+from tests.integration.inference_fixtures import US, Server, make_model_dir, reference_forward, reference_vectors, write_events
 from tests.integration.triton_grpc_calls import grpc_calls
 
 pytestmark = pytest.mark.integration
@@ -35,25 +30,31 @@ MODEL = "fraud-detector"
 CUSTOMERS, TERMINALS = [1, 2, 3], [10, 20]
 SAT_NIGHT = int(datetime(2024, 5, 4, 3, 0, tzinfo=timezone.utc).timestamp())
 MON_NOON = int(datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc).timestamp())
+HOUR, DAY = 3600, 86400
 
 
-def feature_frame(key: str, names: list[str], ids: list[int]) -> pd.DataFrame:
-    now = datetime.now(timezone.utc)
-    df = pd.DataFrame({key: ids, "event_timestamp": [now] * len(ids)})
-    for j, name in enumerate(names):
-        values = [(j + 1) * (i + 1) * (1.5 if "_nb_tx_" not in name else 1) for i in range(len(ids))]
-        df[name] = np.array(values, dtype=np.int64 if "_nb_tx_" in name else np.float32)
-        if "_risk_" in name:
-            df[name] = df[name] / 100.0
-    return df
+def make_events() -> list[dict]:
+    """Raw events of the known entities over the 45 days before MON_NOON and a day after it, some on tile
+    boundaries and some inside the still-open tile of a request time (neither may count for that request)."""
+    rng = np.random.default_rng(11)
+    n = 900
+    t = MON_NOON * US + rng.integers(-45 * DAY * US, DAY * US, n)
+    t[:40] = t[:40] // (HOUR * US) * (HOUR * US)
+    t[40:60] = MON_NOON * US + rng.integers(0, HOUR * US, 20)
+    t[60:80] = SAT_NIGHT * US + rng.integers(0, HOUR * US, 20)
+    return [{"customer_id": int(c), "terminal_id": int(k), "t_us": int(ts), "tx_amount": float(a), "fraud": bool(f)}
+            for c, k, ts, a, f in zip(rng.choice(CUSTOMERS, n), rng.choice(TERMINALS, n), t, np.round(rng.gamma(2.0, 30.0, n), 2),
+                                      rng.random(n) < 0.1)]
+
+
+EVENTS = make_events()
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     home = tmp_path_factory.mktemp("rtml_home")
     store = apply_definitions(FeatureStoreSettings(home=home))
-    store.write_to_online_store("customer_spending", feature_frame("customer_id", CUSTOMER_FEATURES, CUSTOMERS))
-    store.write_to_online_store("terminal_risk", feature_frame("terminal_id", TERMINAL_FEATURES, TERMINALS))
+    write_events(store, EVENTS)
     model_dir = make_model_dir(home / "registry" / MODEL / "3")
     return {"home": home, "store": store, "model_dir": model_dir}
 
@@ -87,26 +88,23 @@ def servers(env, tmp_path_factory):
             s.stop()
 
 
-def expected(env, customers, terminals, amounts, epochs) -> np.ndarray:
-    """The model's own forward pass on features read back from Feast, folded with the current transaction."""
-    store = env["store"]
-    online = store.get_online_features(
-        features=store.get_feature_service(FEATURE_SERVICE),
-        entity_rows=[{"customer_id": c, "terminal_id": t} for c, t in zip(customers, terminals)],
-    ).to_dict()
-    weekend, night = calendar_features(np.array(epochs))
-    rows = []
-    for i, amount in enumerate(amounts):
-        feat = {n: (online[n][i] if online[n][i] is not None else DEFAULTS[n]) for n in CUSTOMER_FEATURES + TERMINAL_FEATURES}
-        for w in ("1day", "7day", "30day"):
-            c, a = f"customer_id_nb_tx_{w}_window", f"customer_id_avg_amount_{w}_window"
-            feat[c], feat[a] = fold_current_transaction(np.float64(feat[c]), np.float64(feat[a]), np.float64(amount))
-        feat.update(tx_amount=amount, tx_during_weekend=weekend[i], tx_during_night=night[i])
-        rows.append([float(feat[n]) for n in MODEL_INPUTS])
-    return np.array(reference_forward(env["model_dir"], rows), dtype=np.float32)
-
-
 BATCH = dict(customers=[1, 2, 3, 1], terminals=[10, 20, 10, 20], amounts=[12.5, 80.0, 3.25, 400.0], epochs=[SAT_NIGHT, MON_NOON, MON_NOON, SAT_NIGHT])
+
+
+def expected(env, customers, terminals, amounts, epochs) -> np.ndarray:
+    """The model's own forward pass on the inputs recomputed from the raw events at each request's time."""
+    rows = reference_vectors(EVENTS, zip(customers, terminals, amounts, epochs))
+    return np.array(reference_forward(env["model_dir"], rows.tolist()), dtype=np.float32)
+
+
+def test_the_store_holds_tiles_the_reference_is_not_trivial(env):
+    """Feast serves the tiles written through its provider; the requests below meet non-empty windows."""
+    store = env["store"]
+    online = store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE), full_feature_names=True,
+                                       entity_rows=[{"customer_id": c, "terminal_id": t} for c, t in zip(CUSTOMERS, TERMINALS * 2)]).to_dict()
+    assert all(isinstance(b, bytes) and len(b) > 8 for col in ("customer_spending__tiles", "terminal_risk__tiles") for b in online[col])
+    x = reference_vectors(EVENTS, zip(*BATCH.values()))
+    assert (x[:, 3:] > 0).mean() > 0.9  # windows with events in them, risk ratios included
 
 
 def triton_inputs(customers, terminals, amounts, epochs, binary=True, iso=False):
@@ -189,7 +187,7 @@ def missing_count(server) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("rtml_inference_missing_entities_total{"))
 
 
-def test_unknown_entities_are_scored_with_defaults_and_counted(env, server):
+def test_unknown_entities_are_scored_with_empty_windows_and_counted(env, server):
     before = missing_count(server)
     tx = dict(customers=[999, 1], terminals=[10, 777], amounts=[50.0, 5.0], epochs=[MON_NOON, MON_NOON])
     res = thttp.InferenceServerClient(server.url).infer(MODEL, triton_inputs(**tx))
@@ -286,6 +284,30 @@ def test_malformed_bodies_never_get_a_5xx(server):
         assert rejected >= len(bodies) // 2
         binary = c.post(url, content=b'{"inputs": 1}xx', headers={"inference-header-content-length": "13"})
         assert binary.status_code == 400
+
+
+def test_the_prediction_log_carries_the_served_vector(env, kafka_settings, unique, tmp_path):
+    """The vectors served (as logged) are the reference's, input by input: the probabilities alone barely
+    react to some inputs (the tiny model hardly weighs the risk ratios)."""
+    topic = f"predictions-{unique}"
+    s = Server(env["home"], tmp_path / "log.log", "--role", "all",
+               env={"RTML_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap, "RTML_PREDICTION_LOG_TOPIC": topic}).wait_ready()
+    try:
+        thttp.InferenceServerClient(s.url).infer(MODEL, triton_inputs(**BATCH), request_id="logged")
+        consumer = make_consumer(kafka_settings, [topic], group_id=f"t-{unique}")
+        records, deadline = [], time.monotonic() + 60
+        while len(records) < len(BATCH["customers"]) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += [json.loads(m.value) for m in batch]
+        consumer.close()
+    finally:
+        s.stop()
+    rows = reference_vectors(EVENTS, zip(*BATCH.values()))
+    want = {(c, t, e): row for c, t, e, row in zip(BATCH["customers"], BATCH["terminals"], BATCH["epochs"], rows)}
+    assert len(records) == len(want)
+    for r in records:
+        served = np.array([r["features"][name] for name in MODEL_INPUTS])
+        np.testing.assert_allclose(served, want[(r["customer_id"], r["terminal_id"], r["tx_datetime"])], rtol=1e-6)
 
 
 def test_metrics_are_exposed(server):

@@ -48,9 +48,9 @@ def test_same_request_id_meets_the_same_version_and_missing_ids_get_one():
     assert [r.version for r in split.routes] == ["1", "2"]
 
 
-def test_routes_carry_their_own_threshold_and_defaults():
+def test_routes_carry_their_own_threshold():
     r = route("4", threshold=0.7)
-    assert r.threshold == 0.7 and r.defaults[MODEL_INPUTS.index("tx_amount")] == 7.0
+    assert r.threshold == 0.7
     assert Route(r.metadata, threshold=0.2).threshold == 0.2
 
 

@@ -35,6 +35,11 @@ def test_valid_transformer_request_converts_each_input():
     assert arrays["tx_datetime"].shape == (2,)
 
 
+def test_tx_datetime_is_optional():
+    arrays = validate_inputs(req(*tx_inputs(tx_datetime=([2], "INT64", None))), TRANSFORMER_INPUTS)
+    assert set(arrays) == {"customer_id", "terminal_id", "tx_amount"}
+
+
 def test_bytes_datetime_is_accepted_as_objects():
     arrays = validate_inputs(req(*tx_inputs(tx_datetime=([2], "BYTES", ["2024-01-01T00:00:00Z"] * 2))), TRANSFORMER_INPUTS)
     assert arrays["tx_datetime"].dtype == object
@@ -50,7 +55,7 @@ def test_bad_request_is_400_on_both_edges():
     "inputs, message",
     [
         ([], "no inputs"),
-        (tx_inputs(tx_datetime=([2], "INT64", None)), "missing input(s) ['tx_datetime']"),
+        (tx_inputs(tx_amount=([2], "FP32", None)), "missing input(s) ['tx_amount']"),
         (tx_inputs() + [InferInput("extra", [2], "INT64", [1, 2])], "unknown input 'extra'"),
         (tx_inputs() + [InferInput("customer_id", [2], "INT64", [1, 2])], "more than once"),
         (tx_inputs(customer_id=([2], "FP32", [1.0, 2.0])), "datatype 'FP32' is not accepted"),
