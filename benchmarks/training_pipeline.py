@@ -43,7 +43,7 @@ def run_one(size: str, epochs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rtml-bench-{size}-") as tmp:
         root = Path(tmp)
         tx = write_offline_log(root / "offline", 5000, 10000, HISTORY_DAYS + train_days + DELAY_DAYS + TEST_DAYS,
-                               str(START.date()), 5.0, 0, log_from=str((train_start - pd.Timedelta(days=1)).date()))
+                               str(START.date()), 5.0, 0)
         in_train = (tx["TX_DATETIME"] >= train_start.tz_localize("UTC")) & (
             tx["TX_DATETIME"] < (train_start + pd.Timedelta(days=train_days)).tz_localize("UTC"))
         apply_definitions(FeatureStoreSettings(home=root / "home", offline_dir=root / "offline"))

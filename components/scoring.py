@@ -35,7 +35,7 @@ def score_range(store, offline_dir: Path, registry: LocalRegistry, model_name: s
     version = resolve_version(registry, model_name, version)
     module = load_scripted(registry.model_path(model_name, version))
     tx = read_transactions(Path(offline_dir), w.train_start, w.train_end)
-    rows = point_in_time_features(store, tx)
+    rows = point_in_time_features(Path(offline_dir), tx)
     meta = registry.metadata(model_name, version)
     rows[MODEL_INPUTS] = rows[MODEL_INPUTS].fillna({k: v for k, v in meta["defaults"].items()})
     out = pd.DataFrame({

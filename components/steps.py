@@ -24,7 +24,7 @@ def component(func):
 def dataset_op(feast_home: str, offline_dir: str, train_start: str, train_days: int, delay_days: int, test_days: int,
                seed: int, train_set: Output[Dataset], validation_set: Output[Dataset], test_set: Output[Dataset],
                dataset_info: Output[Artifact]):
-    """Point-in-time train / validation / test sets from Feast's offline store (handbook split)."""
+    """Point-in-time train / validation / test sets computed from the raw event log (handbook split)."""
     from pathlib import Path
 
     from components.dataset import build_training_sets, write_sets

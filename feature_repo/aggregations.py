@@ -15,14 +15,15 @@ Semantics (every execution implements exactly these):
   events with ``end - L <= e < end``. It moves one tile at a time (Chronon's hops, Tecton's and
   Feast's tiles): the events of the still-open tile are not in it. L and D are multiples of
   ``tile``.
-* **The current event.** A windows with delay 0 also counts the event being evaluated (the
+* **The current event.** Windows with delay 0 also counts the event being evaluated (the
   transaction being scored, or the training row's own transaction), exactly once: it is never
   inside ``[end - L, end)`` because ``end <= t``.
 * **Intermediate representations.** Tiles keep count, sums, minima, maxima and positive labels;
   means and ratios are computed after merging. An empty window gives 0 for every feature.
 * **Events are identified by (id, event time).** A replayed or duplicated event counts once.
-* **Labels.** A label marks an earlier event of the same entity (found by ``id_field`` and its
-  event time) as positive. It counts in the tile of that event iff its value is 1 and it became
+* **Labels.** A label marks an earlier event of the same entity (named by ``id_field`` and its
+  event time) as positive. It counts in the tile of that event time (whether or not the event
+  itself was seen: labels come from the system of record) iff its value is 1 and it became
   known (``known_field``, the event time when absent) no later than ``label_delay`` after the
   event; a later label is ignored by the features (it still labels the training row). Several
   labels of one event count once: positive if any on-time label is. Windows of an aggregation

@@ -2,12 +2,14 @@
 
 Layout: ``<offline_dir>/<table>/<YYYY-MM-DD>/part-<writer>-<seq>.parquet``. Every flush
 writes new files and never rewrites old ones (Feast's own offline push rewrites the whole
-file on every push). Feast's file offline store and training read the directories as one
-dataset, so the log is what point-in-time joins run on.
+file on every push).
 
-Tables written by the engine: ``transactions``, ``fraud_labels`` (raw, validated events) and
-one per feature view (``customer_spending``, ``terminal_risk``), all with an
-``event_timestamp`` column (UTC).
+Tables written by the engine: the raw, validated events, ``transactions`` (transaction_id,
+tx_datetime, customer_id, terminal_id, tx_amount) and ``fraud_labels`` (transaction_id,
+tx_datetime, customer_id, terminal_id, tx_fraud, label_datetime), each with an
+``event_timestamp`` column (UTC; for labels the time they became known). Rows may repeat after
+a restart (at-least-once delivery). Training sets are computed from these events
+(``components.dataset``), never from feature rows materialized at processing time.
 """
 
 from __future__ import annotations
@@ -77,12 +79,11 @@ class OfflineLog:
         os.replace(tmp, directory / name)
 
 
-def read_table(root: Path, table: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-               key: list[str] | None = None) -> pd.DataFrame:
-    """Read one table of the log, optionally limited to event dates in [start, end), de-duplicated on ``key``."""
+def log_files(root: Path, table: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> list[Path]:
+    """The parquet files of one table whose event date may hold times in [start, end) (sorted; none if absent)."""
     base = Path(root) / table
     if not base.exists():
-        return pd.DataFrame()
+        return []
     files = []
     for day_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         day = pd.Timestamp(day_dir.name, tz="UTC")
@@ -91,6 +92,13 @@ def read_table(root: Path, table: str, start: pd.Timestamp | None = None, end: p
         if end is not None and day >= end:
             continue
         files += sorted(day_dir.glob("part-*.parquet"))
+    return files
+
+
+def read_table(root: Path, table: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
+               key: list[str] | None = None) -> pd.DataFrame:
+    """Read one table of the log, optionally limited to event times in [start, end), de-duplicated on ``key``."""
+    files = log_files(root, table, start, end)
     if not files:
         return pd.DataFrame()
     df = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)

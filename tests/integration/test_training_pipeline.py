@@ -1,4 +1,4 @@
-"""The whole training pipeline through kfp.local on a simulated offline log and a real Feast store."""
+"""The whole training pipeline through kfp.local on a simulated raw event log and a real Feast registry."""
 
 
 import json
@@ -29,8 +29,7 @@ EPOCHS = 6
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     offline, home, registry = root / "offline", root / "home", root / "registry"
-    # Only the days the tests read are logged: Feast's offline store reads every logged file.
-    write_offline_log(offline, n_customers=300, n_terminals=600, n_days=33, radius=15.0, seed=0, log_from="2018-04-11")
+    write_offline_log(offline, n_customers=300, n_terminals=600, n_days=33, radius=15.0, seed=0)
     apply_definitions(FeatureStoreSettings(home=home, offline_dir=offline))
     first = run_local(home, offline, registry, TRAIN_START, max_epochs=EPOCHS)
     return {"root": root, "offline": offline, "home": home, "registry": registry, "first": first}
