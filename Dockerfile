@@ -3,9 +3,7 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# gcc builds the compiled window kernels (setup.py); only this stage has it.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml README.md ./
 COPY rtml ./rtml
 COPY rtml_common ./rtml_common
 COPY streaming ./streaming

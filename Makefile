@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The install is redone when the package definition or the compiled windows' source change.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py streaming/*.pyx | sha1sum | cut -c1-12)
+# The install is redone when the package definition changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: install demo test test-unit test-k8s manifests serve compile clean stop
 
-$(STAMP): pyproject.toml setup.py $(wildcard streaming/*.pyx) scripts/install-system-deps.sh
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel

@@ -11,7 +11,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # load generator of benchmarks/serving.py
-# A C compiler and Python's headers build the compiled window kernels (setup.py; optional, pure Python without).
+# A C compiler and Python's headers, for dependencies that build from source where no wheel fits.
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
   2>/dev/null || need+=(python3-dev)

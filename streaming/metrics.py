@@ -22,7 +22,7 @@ FRESHNESS_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge("rtml_stream_consumer_lag_records", "Records behind the log end, per partition.", ["topic", "partition"], registry=REGISTRY)
-ENTITIES = Gauge("rtml_stream_entities_in_state", "Entities with window state in this process.", registry=REGISTRY)
+ENTITIES = Gauge("rtml_stream_entities_in_state", "Entities with tiles in this process (per aggregation).", registry=REGISTRY)
 RESTORED_EVENTS = Counter(
     "rtml_stream_restored_events_total", "Events replayed from Kafka to rebuild the state of assigned partitions.",
     registry=REGISTRY)

@@ -1,12 +1,11 @@
-"""The engine's side of the offline log: rows with epoch-second times, written as Arrow columns.
+"""The engine's side of the offline log: raw events with epoch-second times, written as Arrow columns.
 
 ``feature_repo.offline_log.OfflineLog`` owns the layout (table/date/part files, written under a
-temporary name and renamed); this subclass only changes how a buffer becomes a file: columns
-are taken straight from the engine's buffers (column lists for feature views, dicts for raw
-events), Arrow converts them in C (told the type where its inference is slow), epoch seconds
-become UTC timestamps in one vectorised step, and days are split by integer arithmetic. No pandas
-on the way: building a DataFrame from Python objects cost more than the windows themselves (a
-profile had it at a sixth of the GIL).
+temporary name and renamed); this subclass only changes how a buffer becomes a file: the
+engine's rows are validated events (dicts, one list per table), Arrow converts their columns in
+C (told the type where its inference is slow), epoch seconds become UTC timestamps in one
+vectorised step, and days are split by integer arithmetic. No pandas on the way: building a
+DataFrame from Python objects once took a sixth of the engine's GIL time in a profile.
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ class EpochOfflineLog(OfflineLog):
     """An ``OfflineLog`` whose buffered rows carry times as epoch seconds.
 
     ``timestamp_columns(table)`` names the columns to convert. ``rows`` is the live buffer the
-    engine appends to (by table: a list of dict rows, or a column buffer with a ``columns`` dict
-    of lists), so no per-event copying happens between the two.
+    engine appends to (by table: a list of dict rows), so no per-event copying happens between the two.
     """
 
     def __init__(self, root: Path, timestamp_columns: Callable[[str], tuple[str, ...]], writer_id: str | None = None):
@@ -115,10 +113,7 @@ class EpochOfflineLog(OfflineLog):
         return written
 
     @staticmethod
-    def _columns(rows) -> dict[str, list]:
-        columns = getattr(rows, "columns", None)  # a column buffer (the engine's feature rows)
-        if columns is not None:
-            return columns
+    def _columns(rows: list[dict]) -> dict[str, list]:
         keys = list(rows[0])
         if set(map(len, rows)) == {len(keys)}:
             try:

@@ -1,11 +1,13 @@
-"""Writing feature rows to the Feast online store, off the consume loop.
+"""Writing the engine's online rows to the Feast online store, off the consume loop.
 
-By default rows go through a native writer (``streaming.online_native``) that stores, in Feast's
-own SQLite or Redis layout, the very bytes Feast's ``online_write_batch`` stores, at a fraction
-of its cost per row; Feast's readers read them unchanged. Other online stores, and
-``mode="feast"``, use Feast's provider API (``Provider.online_write_batch``: the call that
-``FeatureStore.write_to_online_store`` ends in) with Feast protos built with Feast's own type
-table, which skips only the pandas -> arrow -> proto detour of a DataFrame per batch.
+A row is one entity's packed tiles (``FeatureEngine.drain_online_values``): the ``tiles`` feature
+(Feast type ``Bytes``) of the aggregation's feature view. By default rows go through a native
+writer (``streaming.online_native``) that stores, in Feast's own SQLite or Redis layout, the very
+bytes Feast's ``online_write_batch`` stores, at a fraction of its cost per row; Feast's readers
+read them unchanged. Other online stores, and ``mode="feast"``, use Feast's provider API
+(``Provider.online_write_batch``: the call that ``FeatureStore.write_to_online_store`` ends in)
+with Feast protos built with Feast's own type table, which skips only the pandas -> arrow ->
+proto detour of a DataFrame per batch.
 
 The write runs on one background thread: SQLite and Redis clients release the GIL while
 they wait, so the consume loop keeps decoding and folding events meanwhile. At most one
@@ -25,8 +27,8 @@ from feast.type_map import PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE
 
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from rtml_common.errors import ConfigurationError
+from streaming.engine import ONLINE_FEATURES
 from streaming.online_native import Rows, ViewSpec, native_writer
-from streaming.windows import plan_for
 
 WriteListener = Callable[[float, list[int]], None]
 
@@ -44,11 +46,12 @@ class _ViewEncoder:
 
     def __init__(self, store, agg: EntityAggregation):
         self.view = store.get_feature_view(agg.feature_view)
-        names = plan_for(agg).names
+        names = ONLINE_FEATURES
         dtypes = {f.name: f.dtype.to_value_type() for f in self.view.features}
         missing = [n for n in names if n not in dtypes]
         if missing:
-            raise ConfigurationError(f"feature view '{agg.feature_view}' lacks features {missing} that its aggregation computes")
+            raise ConfigurationError(f"feature view '{agg.feature_view}' lacks features {missing} that the engine writes "
+                                     "(a registry applied from another version of the feature repo?)")
         self.features = [(n, _value_maker(dtypes[n], f"feature '{agg.feature_view}:{n}'")) for n in names]
         keys = {c.name: c.dtype.to_value_type() for c in self.view.entity_columns}
         if list(keys) != [agg.join_key]:
@@ -71,8 +74,8 @@ def _tune_sqlite(provider, config) -> None:
     """WAL journal for Feast's local SQLite store: a write commits without fsyncs of a rollback
     journal (seconds on a busy disk), and readers no longer block the writer. A 64 MiB page cache
     (allocated as used) instead of 2 MiB: entity keys spread evenly over the key indexes, so a batch
-    touches pages all over them; with 10k entities of 6 features (15 MB) the larger cache halved the
-    CPU time of the upserts. Redis: nothing to do."""
+    touches pages all over them; with 10k entities of 6 scalar features (15 MB) the larger cache
+    halved the CPU time of the upserts. Redis: nothing to do."""
     online = getattr(provider, "online_store", None)
     if type(online).__name__ == "SqliteOnlineStore":
         conn = online._get_conn(config)  # Feast's own connection, the one its writes and reads use
@@ -90,13 +93,12 @@ class OnlineWriter:
     ``listener(done_at, record_timestamps_ms)`` hears each finished write.
     ``mode`` ``native`` writes Feast's layout directly where ``streaming.online_native`` knows the
     store (SQLite, Redis) and through Feast elsewhere; ``feast`` always writes through Feast.
-    ``compiled`` lets the native Redis writer frame commands with its compiled twin where built.
     ``kind`` says which path writes: ``native-sqlite``, ``native-redis`` or ``feast``.
     """
 
     def __init__(self, store, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
                  listener: WriteListener | None = None, on_written: Callable[[str, int, float], None] | None = None,
-                 mode: Literal["native", "feast"] = "native", compiled: bool = True):
+                 mode: Literal["native", "feast"] = "native"):
         if mode not in ("native", "feast"):
             raise ConfigurationError(f"online writer mode must be 'native' or 'feast', not {mode!r}")
         self.config = store.config
@@ -106,7 +108,7 @@ class OnlineWriter:
         _tune_sqlite(self.provider, self.config)
         self.native = None
         if mode == "native":
-            self.native = native_writer(self.provider, self.config, {v: e.spec for v, e in self.encoders.items()}, compiled)
+            self.native = native_writer(self.provider, self.config, {v: e.spec for v, e in self.encoders.items()})
         self.kind = self.native.kind if self.native is not None else "feast"
         self.listener = listener
         self.on_written = on_written

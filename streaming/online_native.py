@@ -1,14 +1,13 @@
-"""Native online-store writers: Feast's own storage layout, without Feast's per-value overhead.
+"""Native online-store writers: Feast's own storage layout, without Feast's per-row overhead.
 
-Feast's ``online_write_batch`` costs about 200 µs per entity row on SQLite (one ``execute`` per
-feature value, a protobuf message per value, the entity key serialized anew for every row).
-The writers here store the very same bytes, laid out as Feast's ``SqliteOnlineStore`` and
-``RedisOnlineStore`` lay them out, so Feast's readers (``get_online_features``) read them
-unchanged:
+Feast's ``online_write_batch`` builds a protobuf message per value, serializes the entity key
+anew for every row and (SQLite) runs one ``execute`` per value. The writers here store the very
+same bytes, laid out as Feast's ``SqliteOnlineStore`` and ``RedisOnlineStore`` lay them out, so
+Feast's readers (``get_online_features``) read them unchanged:
 
-* values: ``feast.types.Value`` protobuf messages, hand-encoded for the scalar types the
-  engine writes (a oneof member is always on the wire, even when zero) and built with
-  protobuf for every other type;
+* values: ``feast.types.Value`` protobuf messages; ``bytes_val`` (the engine's packed tiles,
+  Feast type ``Bytes``) is framed here (tag, length, the bytes: what protobuf writes), every
+  other type is built and serialized by protobuf with Feast's own conversion;
 * entity keys: Feast's ``serialize_entity_key`` layout (see ``entity_key_serializer``);
 * SQLite: multi-row upserts of up to 1,024 entities each (powers of two), one transaction per
   view and batch, on Feast's own connection;
@@ -27,15 +26,12 @@ Stores or options these writers do not reproduce byte for byte make ``native_wri
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import struct
 import time
 from dataclasses import dataclass
-from functools import partial
-from operator import call
 from datetime import datetime, timezone
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name, extract_text_and_num
@@ -46,9 +42,8 @@ from feast.value_type import ValueType
 from redis import Redis
 
 from rtml_common.errors import ConfigurationError
-from streaming.compiled import load as load_compiled
 
-Rows = list[tuple[int, float, list]]  # (entity id, event time in epoch seconds, feature values in plan order)
+Rows = list[tuple[Any, float, list]]  # (entity id, stamp in epoch seconds, feature values in the view's order)
 Codec = Callable[[object], tuple[bytes, str | None]]  # python value -> (Value proto bytes, Feast's SQLite value_text)
 BytesCodec = Callable[[object], bytes]  # python value -> Value proto bytes
 
@@ -62,7 +57,7 @@ def _tag(field: str, wire_type: int) -> int:
 
 
 def _varint(n: int) -> bytes:
-    """Protobuf base-128 varint of ``n`` >= 0; unrolled up to 5 bytes (timestamps, nanos, counts)."""
+    """Protobuf base-128 varint of ``n`` >= 0; unrolled up to 5 bytes (timestamps, nanos, lengths)."""
     if n < 1 << 14:
         return bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))
     if n < 1 << 21:
@@ -79,45 +74,8 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _varint_codec(field: str, bits: int, text: bool) -> Codec | BytesCodec:
-    """``int64_val``/``int32_val``: a varint, negatives as their 64-bit two's complement (10 bytes)."""
-    tag = bytes([_tag(field, 0)])
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    small = [(tag + _varint(i), str(i)) if text else tag + _varint(i) for i in range(1 << 14)]  # counts: a lookup
-
-    def codec(x):
-        i = int(x)
-        if 0 <= i < 16384:
-            return small[i]
-        if not lo <= i <= hi:
-            raise ValueError(f"Value out of range: {i}")  # what protobuf raises
-        return (tag + _varint(i & _U64), str(i)) if text else tag + _varint(i & _U64)
-
-    return codec
-
-
-def _fixed_codec(field: str, fmt: str, text: bool) -> Codec | BytesCodec:
-    """``float_val``/``double_val``: little-endian IEEE value after its tag; value_text is ``str`` of the
-    stored value (for float32 that is the double nearest the rounded float, as protobuf reads it back)."""
-    pack, unpack_from = struct.Struct("<B" + fmt).pack, struct.Struct("<" + fmt).unpack_from
-    tag, inf = _tag(field, 5 if fmt == "f" else 1), float("inf")
-
-    def to_bytes(x) -> bytes:
-        v = float(x)  # Feast's conversion too
-        try:
-            return pack(tag, v)
-        except OverflowError:  # finite double beyond float32: protobuf's C cast stores +-inf
-            return pack(tag, v * inf)
-
-    def with_text(x) -> tuple[bytes, str]:
-        b = to_bytes(x)
-        return b, str(unpack_from(b, 1)[0])
-
-    return with_text if text else to_bytes
-
-
 def _proto_codec(value_type: ValueType, what: str, text: bool) -> Codec | BytesCodec:
-    """Any other scalar type: Feast's own conversion, serialized by protobuf (slower, still exact)."""
+    """Any type: Feast's own conversion, serialized by protobuf (value_text as Feast's SQLite store computes it)."""
     try:
         field, convert, _ = PYTHON_SCALAR_VALUE_TYPE_TO_PROTO_VALUE[value_type]
     except KeyError:
@@ -130,65 +88,28 @@ def _proto_codec(value_type: ValueType, what: str, text: bool) -> Codec | BytesC
     return codec
 
 
+def _bytes_codec(what: str, text: bool) -> Codec | BytesCodec:
+    """``bytes_val``: tag, varint length, the bytes (a oneof member is on the wire even when empty);
+    Feast's SQLite store keeps no value_text for bytes. Anything but ``bytes`` goes through protobuf,
+    which raises as Feast's writer would."""
+    tag = bytes([_tag("bytes_val", 2)])
+    other = _proto_codec(ValueType.BYTES, what, text)
+
+    def codec(x):
+        if x.__class__ is not bytes:
+            return other(x)
+        b = tag + _varint(len(x)) + x
+        return (b, None) if text else b
+
+    return codec
+
+
 def value_codec(value_type: ValueType, what: str = "value", text: bool = True) -> Codec | BytesCodec:
     """The encoder of one feature type: python value -> serialized ``Value`` proto, paired with
     Feast's SQLite ``value_text`` of it when ``text`` (Redis stores no text)."""
-    if value_type == ValueType.FLOAT:
-        return _fixed_codec("float_val", "f", text)
-    if value_type == ValueType.DOUBLE:
-        return _fixed_codec("double_val", "d", text)
-    if value_type == ValueType.INT64:
-        # Feast converts with int(x) too (it special-cases pandas Timestamps, which the engine never writes).
-        return _varint_codec("int64_val", 64, text)
-    if value_type == ValueType.INT32:
-        return _varint_codec("int32_val", 32, text)
+    if value_type == ValueType.BYTES:
+        return _bytes_codec(what, text)
     return _proto_codec(value_type, what, text)
-
-
-class RedisField(NamedTuple):
-    """One hash field of an HSET in RESP, value included: ``codec(value)`` gives
-    ``\r\n$<n>\r\n<field>\r\n$<m>\r\n<Value proto>``; ``kind``, ``head`` and ``table`` describe how,
-    for the compiled framer (``streaming/_online_compiled.pyx``)."""
-
-    codec: BytesCodec
-    kind: int  # FIELD_KINDS: float32 (head + 4 bytes), float64 (head + 8 bytes), count (table, else codec), other (codec)
-    head: bytes = b""
-    table: list | tuple = ()
-
-
-FIELD_KINDS = {"float32": 0, "float64": 1, "count": 2, "other": 3}  # as the compiled framer's KINDS
-
-
-def _redis_field(value_type: ValueType, field: bytes, what: str) -> RedisField:
-    """The framing of one feature's hash field (see ``RedisField``).
-
-    The leading CRLF ends the bulk string before it (the caller ends the row's last one), so a double
-    or float is one ``struct.pack`` call in C and a count one table lookup. ``pack`` raises
-    OverflowError for a finite double beyond float32, which ``value_codec`` stores as +-inf: the
-    caller then frames the batch through ``value_codec``.
-    """
-    prefix = b"\r\n" + _bulk(field)
-    if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
-        fmt, field_name, wire = ("f", "float_val", 5) if value_type == ValueType.FLOAT else ("d", "double_val", 1)
-        head = prefix + b"$%d\r\n" % (1 + struct.calcsize(fmt)) + bytes([_tag(field_name, wire)])
-        kind = FIELD_KINDS["float32" if fmt == "f" else "float64"]
-        return RedisField(partial(struct.Struct(f"<{len(head)}s{fmt}").pack, head), kind, head)
-    base = value_codec(value_type, what, text=False)
-
-    def framed(x) -> bytes:
-        b = base(x)
-        return prefix + b"$%d\r\n%b" % (len(b), b)
-
-    if value_type not in (ValueType.INT64, ValueType.INT32):
-        return RedisField(framed, FIELD_KINDS["other"])
-    small = [framed(i) for i in range(1 << 14)]
-
-    def count(x) -> bytes:
-        if x.__class__ is int and 0 <= x < 16384:
-            return small[x]
-        return framed(x)
-
-    return RedisField(count, FIELD_KINDS["count"], table=small)
 
 
 def split_time(t: float) -> tuple[int, int]:
@@ -271,7 +192,6 @@ def entity_key_serializer(join_key: str, key_type: ValueType, version: int) -> C
                 raise ValueError(f"Value out of range: {entity_id}") from None  # what protobuf raises
 
         if all(from_template(i) == feast_key(i) for i in (0, 1, -1, 255, 1 << 31, (1 << 63) - 1, -(1 << 63))):
-            from_template.int64_prefix = prefix  # the compiled Redis framer builds such keys itself
             return from_template
 
     cache: dict = {}
@@ -334,7 +254,10 @@ class SqliteNativeWriter:
         vc = self.views[view]
         key_of, codecs, event_ts = vc.keys, vc.codecs, self._event_ts
         params: list = []
+        width = len(codecs)
         for entity_id, t, values in rows:
+            if len(values) != width:  # the statement binds one (value, value_text) pair per feature of the view
+                raise ValueError(f"a row of entity {entity_id!r} has {len(values)} values for {width} features")
             params.append(key_of(entity_id))
             params.append(event_ts(t))
             for codec, v in zip(codecs, values):
@@ -355,7 +278,7 @@ class SqliteNativeWriter:
 
 # SQLite's default limit on bound variables before 3.32 (later versions allow 32766; Python 3.11+ can ask).
 _MAX_SQL_VARIABLES = 999
-_MAX_CHUNK_ENTITIES = 1024  # entities per statement: SQL text of ~6k value groups, compiled once per size
+_MAX_CHUNK_ENTITIES = 1024  # entities per statement: SQL text of one value group per feature and entity, compiled once per size
 
 
 def _largest_power_of_two(n: int) -> int:
@@ -383,7 +306,7 @@ class RedisNativeWriter:
 
     kind = "native-redis"
 
-    def __init__(self, online_store, config, specs: dict[str, ViewSpec], compiled: bool = True):
+    def __init__(self, online_store, config, specs: dict[str, ViewSpec]):
         self.client = online_store._get_client(config.online_store)  # Feast's own client (redis, cluster or sentinel)
         self.ttl = config.online_store.key_ttl_seconds
         self.project = config.project.encode("utf-8")
@@ -395,40 +318,20 @@ class RedisNativeWriter:
             self.fields[name] = (f"_ts:{fv}".encode("utf-8"), [_mmh3(f"{fv}:{n}") for n, _ in s.features])
         # A single-node client (plain or sentinel) gets the commands as one buffer of RESP, framed here
         # with the constant parts (command, field names) encoded once per view: redis-py's pipeline
-        # spends more per HSET than encoding the values does. Cluster clients keep the pipeline.
+        # spends more per HSET than framing it does. Cluster clients keep the pipeline.
         self._pool = getattr(self.client, "connection_pool", None) if isinstance(self.client, Redis) else None
         self._frames = {name: (b"*%d\r\n$4\r\nHSET\r\n" % (4 + 2 * len(fields)), _bulk(ts_field), [_bulk(f) for f in fields])
                         for name, (ts_field, fields) in self.fields.items()}
         self._expire = (b"*3\r\n$6\r\nEXPIRE\r\n", _bulk(str(self.ttl).encode())) if self.ttl else None
-        redis_fields = {name: [_redis_field(t, f, f"feature '{s.view.name}:{n}'") for (n, t), f in zip(s.features, self.fields[name][1])]
-                        for name, s in specs.items()}
-        self._field_codecs = {name: [f.codec for f in fields] for name, fields in redis_fields.items()}
-        # The same framing as one C loop a batch (streaming/_online_compiled.pyx), where built.
-        framing = load_compiled("_online_compiled") if compiled else None
-        if compiled and framing is None:
-            logging.getLogger(__name__).info("compiled Redis framing not built: framing in Python")
-        self._framers = {}
-        if framing is not None:
-            for name, fields in redis_fields.items():
-                head, ts_field, _ = self._frames[name]
-                keys = self.views[name].keys
-                self._framers[name] = framing.RedisFramer(
-                    head, ts_field, getattr(keys, "int64_prefix", None), keys, self.project, [f.kind for f in fields],
-                    [f.head for f in fields], [f.table for f in fields], self._field_codecs[name], self._expire,
-                    timestamp_proto_bytes)
 
-    def _frame(self, view: str, rows: Rows, framed: bool) -> bytes:
-        """The batch's commands as one RESP buffer; ``framed``: through the field codecs (see _redis_field)."""
-        framer = self._framers.get(view) if framed else None
-        if framer is not None:
-            return framer.frame(rows)
+    def _frame(self, view: str, rows: Rows) -> bytes:
+        """The batch's commands as one RESP buffer (every value encoded before anything is sent)."""
         vc = self.views[view]
         key_of, codecs, project, expire = vc.keys, vc.codecs, self.project, self._expire
         head, ts_field, fields = self._frames[view]
-        field_codecs = self._field_codecs[view]
         width = len(fields)
         parts: list[bytes] = []
-        add, extend = parts.append, parts.extend
+        add = parts.append
         for entity_id, t, values in rows:
             if len(values) != width:  # HSET's argument count is framed from the view, not the row
                 raise ValueError(f"a row of entity {entity_id!r} has {len(values)} values for {width} features")
@@ -436,16 +339,10 @@ class RedisNativeWriter:
             add(head)
             add(key)
             add(ts_field)
-            ts = timestamp_proto_bytes(t)
-            if framed:
-                add(b"$%d\r\n%b" % (len(ts), ts))  # ended by the first field's CRLF
-                extend(map(call, field_codecs, values))
-                add(b"\r\n")
-            else:
-                add(_bulk(ts))
-                for f, codec, v in zip(fields, codecs, values):
-                    add(f)
-                    add(_bulk(codec(v)))
+            add(_bulk(timestamp_proto_bytes(t)))
+            for f, codec, v in zip(fields, codecs, values):
+                add(f)
+                add(_bulk(codec(v)))
             if expire is not None:  # EXPIRE <key> <ttl>
                 add(expire[0])
                 add(key)
@@ -454,10 +351,7 @@ class RedisNativeWriter:
 
     def _write_direct(self, view: str, rows: Rows) -> None:
         # Encoded before anything is sent: a bad value fails the batch without writing part of it.
-        try:
-            data = self._frame(view, rows, framed=True)
-        except (OverflowError, struct.error, TypeError):  # float32 overflow (stored as +-inf) or an odd value type
-            data = self._frame(view, rows, framed=False)
+        data = self._frame(view, rows)
         replies = len(rows) * (1 if self._expire is None else 2)
         conn = self._pool.get_connection()
         try:
@@ -497,11 +391,8 @@ def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def native_writer(provider, config, specs: dict[str, ViewSpec],
-                  compiled: bool = True) -> SqliteNativeWriter | RedisNativeWriter | None:
-    """A native writer for the provider's online store, or ``None`` where Feast's own path must write.
-
-    ``compiled``: frame Redis commands with the compiled framer where it was built (the same bytes)."""
+def native_writer(provider, config, specs: dict[str, ViewSpec]) -> SqliteNativeWriter | RedisNativeWriter | None:
+    """A native writer for the provider's online store, or ``None`` where Feast's own path must write."""
     online = getattr(provider, "online_store", None)
     kind = type(online).__name__
     oc = config.online_store
@@ -511,5 +402,5 @@ def native_writer(provider, config, specs: dict[str, ViewSpec],
             return None
         return SqliteNativeWriter(online, config, specs)
     if kind == "RedisOnlineStore":
-        return RedisNativeWriter(online, config, specs, compiled)
+        return RedisNativeWriter(online, config, specs)
     return None

@@ -1,6 +1,6 @@
 """Interpreter settings of an engine process (``python -m streaming`` applies them at start-up).
 
-The engine allocates a few short-lived containers per event (the decoded dict, a feature row)
+The engine allocates a few short-lived containers per event (the decoded dict, its raw-log copy)
 and keeps them until a flush; CPython's cyclic collector, at its default young-generation
 threshold of 700 allocations, then re-scans the live buffers and every object the imports left
 behind (Feast, pandas, pyarrow: hundreds of thousands) over and over. Freezing what exists after

@@ -1,18 +1,20 @@
-"""Rebuilding window state for newly assigned partitions by replaying them from Kafka.
+"""Rebuilding the tiles of newly assigned partitions by replaying them from Kafka.
 
 When the group hands this process partitions (at start-up, after a rebalance, after a
-``kill -9`` of whoever held them), their entities' state is rebuilt from the partitions
-themselves: every record from the start of the state horizon up to the group's committed offset
-is decoded and folded into the engine again, without any output. Everything before the committed
-offset was already written online and logged by the previous owner (the commit order in
-``streaming.runner`` guarantees it), and records after it are consumed normally, so each event
-is counted exactly once. A dedicated consumer that never joins the group reads the range, as
-Kafka Streams' restore consumer does; the group's own consumer stays where the group left it.
+``kill -9`` of whoever held them), their entities' state (tiles, and the events they hold for
+de-duplication) is rebuilt from the partitions themselves: every record from the start of the
+state horizon up to the group's committed offset is decoded and folded into the engine again,
+without any output. Everything before the committed offset was already written online and
+logged by the previous owner (the commit order in ``streaming.runner`` guarantees it), and
+records after it are consumed normally, so each event is counted exactly once. A dedicated
+consumer that never joins the group reads the range, as Kafka Streams' restore consumer does;
+the group's own consumer stays where the group left it.
 
-How far back: records whose Kafka timestamp is within the longest window (+ delay + grace) of
-now, found with ``offsets_for_times``. Real-time producers stamp records when the event happens,
-so this is the horizon; a replay of old data (the simulator) is newer by its Kafka timestamps and
-is replayed whole, which is merely conservative. Topic retention must cover the horizon.
+How far back: records whose Kafka timestamp is within the longest window (+ delay, the open
+tile, the runner's ``grace_s`` and a day) of now, found with ``offsets_for_times``. Real-time
+producers stamp records when the event happens, so this is the horizon; a replay of old data
+(the simulator) is newer by its Kafka timestamps and is replayed whole, which is merely
+conservative. Topic retention must cover the horizon.
 """
 
 from __future__ import annotations

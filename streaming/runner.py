@@ -1,19 +1,19 @@
 """The Kafka edge of the feature engine: poll, validate, apply, write, commit.
 
 Commit order (this is the at-least-once contract; see ``step`` and ``commit``):
-  1. state   - every polled record is validated and folded into the in-memory window state
+  1. state   - every polled record is validated and folded into the in-memory tiles
                (``FeatureEngine.apply``); replays are no-ops because state knows events by (id, event time);
   2. produce - rejected events go to ``<topic>.dlq``; accepted events of a source that feeds an
                aggregation keyed differently are re-keyed into its repartition topic
                (``streaming.topology``); both sends are asynchronous until step 5;
-  3. online  - the latest features of every entity touched since the last write are written to
+  3. online  - the packed tiles of every entity changed since the last write are written to
                the Feast online store by the background writer (``streaming.online``): at most one
                write in flight, a new one once the last is done and ``online_flush_s`` has passed
                (spaced to ``online_write_share`` of the time while catching up), so an entity
                touched many times in between is written once. Writes are idempotent upserts, so
                they may run ahead of the commit;
-  4. offline - raw events and per-event feature rows are appended to the offline log, as new
-               files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
+  4. offline - raw validated events are appended to the offline log (training sets are computed
+               from it), as new files, every ``offline_flush_s`` seconds or ``offline_flush_rows`` rows;
   5. flush   - the producer is flushed (dead letters and repartitioned events are durable);
   6. offsets - only then are consumer offsets committed.
 A commit is a checkpoint: the polling thread drains every touched entity into a last online
@@ -26,17 +26,18 @@ A failure anywhere (a store down, a bad write) stops the process with no further
 even the one leaving the group would make, so the next owner replays what was not stored.
 A crash between 3 and 6 replays at most one flush interval: state rebuilt from Kafka up to the
 committed offsets (``streaming.restore``) plus id de-duplication makes the replay converge to
-the same online values (the offline log may hold a replayed row twice; its readers
+the same online tiles (the offline log may hold a replayed event twice; its readers
 de-duplicate by event id).
 
 Repartition shortcut (``apply_owned_forwards``): an accepted event bound for a partition of a
 repartition topic that this process owns is applied to that aggregation at once, in step 1; it
 is still re-keyed (step 2), and its copy, consumed later, is a replay: skipped by its header
-(``streaming.repartition.applied_by``) while the assignment lasts, a no-op otherwise. State,
-offline rows and online values are the same as without the shortcut (events are identified by
-(id, event time), so the order of arrival does not matter); only the wait for the round trip
-through the broker is gone. Ownership is the consumer's current assignment (the range assignor
-gives the co-partitioned partitions to one member), cleared on every revoke.
+(``streaming.repartition.applied_by``) while the assignment lasts, a no-op otherwise. Tiles and
+offline rows are the same as without the shortcut (events are identified by (id, event time),
+and tiles do not depend on the order of arrival, up to the rounding of float sums); only the
+wait for the round trip through the broker is gone. Ownership is the consumer's current
+assignment (the range assignor gives the co-partitioned partitions to one member), cleared on
+every revoke.
 
 Rebalances: before partitions are revoked, everything is committed (steps 3-6, the offsets
 through an awaited ``commit_async``: the callback runs on kafka-python's IO thread) and the state
@@ -70,10 +71,8 @@ from streaming.restore import replay_partitions
 from streaming.settings import StreamingSettings
 from streaming.topology import Stream, build_topology, check_copartitioned, repartition_partitions
 from streaming.validation import InvalidEvent, batch_decoder_for, decoder_for
-from streaming.windows import windows_implementation
 
 log = logging.getLogger(__name__)
-_NO_WATERMARK = float("-inf")
 
 
 @dataclass
@@ -103,20 +102,17 @@ class StreamRunner:
         self._decoders = {t: decoder_for(s.source) for t, s in self.topology.items()}
         self._batch_decoders = {t: batch_decoder_for(s.source) for t, s in self.topology.items()}
         self._create_topics()
-        self.engine = FeatureEngine(grace_s=settings.grace_s, streams=self.topology.values(),
-                                    windows=windows_implementation(settings.compiled))
+        self.engine = FeatureEngine(streams=self.topology.values(), grace_s=settings.grace_s)
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self._user_listener = write_listener
         self.writer = OnlineWriter(self.store, self.engine.aggregations, listener=self._on_online_write,
-                                   on_written=self._count_online_rows, mode=settings.online_writer,
-                                   compiled=settings.compiled)
+                                   on_written=self._count_online_rows, mode=settings.online_writer)
         self.producer = make_producer(settings)
         self.stats = RunStats()
         self._last_flush = time.monotonic()
         self._last_online = 0.0
         self._last_lag = 0.0
-        self._watermarks: dict = {}  # TopicPartition -> stream time (max event time seen)
         self._uncommitted = False  # records processed after the last checkpoint started
         self._checkpoint: _Checkpoint | None = None
         self._failed = False  # set when closing after an error: no commit may follow
@@ -177,7 +173,6 @@ class StreamRunner:
         for owned in self._owned.values():
             owned.clear()
         self._applied_token = b""
-        self._watermarks.clear()
         self._record_ts.clear()
         self._pending_restore = None
 
@@ -240,7 +235,7 @@ class StreamRunner:
                     break
         except BaseException:
             # A failed write (or anything else) must not be followed by a commit: the offsets would
-            # cover records whose features never reached a store. The next owner replays them.
+            # cover records whose tiles never reached a store. The next owner replays them.
             self.close(commit=False)
             raise
         self.close()
@@ -336,25 +331,22 @@ class StreamRunner:
     def _admit(self, tp: TopicPartition, rec, event, time_field: str, restoring: bool = False) -> bool:
         """Whether a decoded record (an event, None = filtered, or its ``InvalidEvent``) is applied.
 
-        Stream time per partition (as Kafka Streams keeps it): producers write a key's events in
-        order, so only an event older than the partition's latest minus the grace is late; it goes
-        to the DLQ instead of silently rewriting closed windows.
+        An event stamped later than now plus ``max_future_skew_s`` is dead-lettered as ``future``
+        (a wrong clock or a typo such as year 9999), so it can neither poison its tiles nor move
+        anything for the events after it. There is no stream-time lateness: tiles commute, so an
+        event that arrives after newer ones is applied exactly as if it had come in order, and which
+        events are accepted does not depend on arrival order (training reads the same raw log).
         """
         if event is None or isinstance(event, InvalidEvent):
             if not restoring:
                 self._reject(rec, event)
             return False
-        ts = event[time_field]
-        watermark = self._watermarks.get(tp, _NO_WATERMARK)
-        grace = self.settings.grace_s
-        if ts < watermark - grace:
+        ahead = event[time_field] - time.time()
+        if ahead > self.settings.max_future_skew_s:
             if not restoring:
-                self._reject(rec, InvalidEvent(
-                    "late", f"event time {ts:.0f} is {watermark - ts:.0f}s behind partition {tp.partition}'s stream time "
-                            f"(grace {grace:.0f}s)"))
+                self._reject(rec, InvalidEvent("future", f"event time {event[time_field]:.0f} is {ahead:.0f}s ahead of this "
+                                                         f"engine's clock (allowed skew {self.settings.max_future_skew_s:.0f}s)"))
             return False
-        if ts > watermark:
-            self._watermarks[tp] = ts
         return True
 
     def _reject(self, rec, error: InvalidEvent | None) -> None:
@@ -384,7 +376,7 @@ class StreamRunner:
         return gap
 
     def _write_online(self, now: float) -> None:
-        """Hand every touched entity's latest features to the writer (step 2 of the commit order)."""
+        """Hand the tiles of every changed entity to the writer (step 3 of the commit order)."""
         self._last_online = now
         drained = self.engine.drain_online_values()
         stamps, self._record_ts = self._record_ts, []
@@ -402,7 +394,7 @@ class StreamRunner:
         self.stats.online_rows += rows
 
     def commit(self) -> None:
-        """Steps 2-6 now for everything processed so far: returns once the offsets are committed."""
+        """Steps 3-6 now for everything processed so far: returns once the offsets are committed."""
         if self._checkpoint is not None:
             self._finish_checkpoint()
         if self._uncommitted:
@@ -410,7 +402,7 @@ class StreamRunner:
             self._finish_checkpoint()
 
     def _start_checkpoint(self, now: float) -> None:
-        """Step 2's last online write, the offsets snapshot and the offline buffer; steps 3-5 go to a thread."""
+        """Step 3's last online write, the offsets snapshot and the offline buffer; steps 3-5 go to a thread."""
         if self._record_ts:
             self._write_online(now)
         ticket = self.writer.last_ticket

@@ -24,19 +24,20 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
                                      "writes may take: writes are spaced so, and coalesce more entities each.")
     online_writer: Literal["native", "feast"] = Field(
         "native", description="How rows reach the online store: 'native' writes Feast's own SQLite/Redis layout directly "
-                              "(the same bytes, read unchanged by Feast; 4-5x cheaper per row), other store types "
+                              "(the same bytes, read unchanged by Feast; about 5x less CPU per row), other store types "
                               "fall back to Feast; 'feast' always goes through Feast's online_write_batch.")
     offline_flush_rows: int = Field(100_000, description="Rows buffered before the offline log writes a file.")
     offline_flush_s: float = Field(5.0, description="Longest time offline rows stay buffered (bounds replay after a crash).")
     grace_s: float = Field(
-        3600.0, ge=0, description="How long de-duplication state is kept beyond the longest window (plus delay): a "
-        "replayed or duplicated event older than that is no longer recognised.")
+        86400.0, ge=0, description="How much older than an entity's newest event its state reaches beyond the longest "
+        "window plus delay: requests evaluated up to this long before the newest event read complete tiles. Events "
+        "older than the kept state are ignored (never counted twice).")
     max_future_skew_s: float = Field(
         300.0, ge=0, description="How far ahead of the engine's clock an event time may be; later events go to the "
         "DLQ with reason 'future' (timestamps outside what the stores represent get reason 'range').")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     restore: bool = Field(
-        True, description="Rebuild the window state of assigned partitions by replaying them from Kafka up to the "
+        True, description="Rebuild the tiles of assigned partitions by replaying them from Kafka up to the "
                           "group's committed offsets (at start-up and after every rebalance).")
     restore_timeout_s: float = Field(
         240.0, gt=0, description="Longest a state rebuild may take before the process stops with an error; the "
@@ -56,10 +57,5 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
     gc_young_objects: int = Field(
         50_000, ge=0, description="Allocations between two young-generation collections of CPython's cyclic GC (Python's "
                                   "default is 700); start-up objects are frozen out of collection. 0 keeps Python's defaults.")
-    compiled: bool = Field(
-        True, description="Run the compiled twins of the hot path (streaming/_*_compiled.pyx: window state and kernels, "
-                          "Redis command framing), built at install time where a C compiler is present: the same results "
-                          "for several times less CPU. Off, or where not built, the engine runs the pure-Python code "
-                          "they mirror (streaming/windows.py, streaming/online_native.py).")
     gil_switch_interval_s: float = Field(
         0.0, ge=0, description="CPython's GIL switch interval for the engine process; 0 keeps Python's default (5 ms).")

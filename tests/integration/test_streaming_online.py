@@ -11,8 +11,9 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from feature_repo.aggregations import AGGREGATIONS
 from feature_repo.store import FeatureStoreSettings, apply_definitions
+from feature_repo.tiles import TILES_FEATURE
 from streaming.online import OnlineWriter
-from streaming.windows import plan_for
+from tests.unit.streaming.reference import engine_rows
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +30,17 @@ def test_writer_matches_write_to_online_store(tmp_path):
     heard = []
     writer = OnlineWriter(ours, listener=lambda at, stamps: heard.append(stamps))
     t = 1522541276.5
+    drained = engine_rows(t)  # real packed tiles of 40 customers and 37 terminals
     try:
         for agg in AGGREGATIONS:
-            names = plan_for(agg).names
-            rows = [(i, t + i, [(i * k) if "_nb_tx_" in n else 0.1 * i * k for k, n in enumerate(names)]) for i in range(1, 40)]
+            rows = drained[agg.feature_view]
             writer.submit({agg.feature_view: rows}, [123])
             writer.wait()
-            df = pd.DataFrame([{**dict(zip(names, v)), agg.join_key: i, "event_timestamp": datetime.fromtimestamp(ts, tz=timezone.utc)}
+            df = pd.DataFrame([{TILES_FEATURE: v[0], agg.join_key: i, "event_timestamp": datetime.fromtimestamp(ts, tz=timezone.utc)}
                                for i, ts, v in rows])
             feast.write_to_online_store(agg.feature_view, df)
-            got, want = stored(ours, agg, range(1, 40)), stored(feast, agg, range(1, 40))
+            ids = sorted(i for i, _, _ in rows)
+            got, want = stored(ours, agg, ids), stored(feast, agg, ids)
             assert got == want and all(ts is not None for ts, _ in got)
     finally:
         writer.close()
@@ -49,8 +51,8 @@ def test_writer_error_reaches_the_caller(tmp_path):
     store = apply_definitions(FeatureStoreSettings(home=tmp_path))
     writer = OnlineWriter(store)
     try:
-        writer.submit({"customer_spending": [(1, 0.0, ["not a number"] * 6)]}, [])
-        with pytest.raises(ValueError):
+        writer.submit({"customer_spending": [(1, 0.0, ["not bytes"])]}, [])
+        with pytest.raises(TypeError):
             writer.wait()
         writer.wait()  # reported once; the writer stays usable
     finally:
@@ -61,10 +63,9 @@ def test_wait_for_a_ticket_returns_once_that_write_is_stored(tmp_path):
     """A checkpoint waits for the write that covers its snapshot, not for writes submitted after it."""
     store = apply_definitions(FeatureStoreSettings(home=tmp_path))
     agg = AGGREGATIONS[0]
-    names = plan_for(agg).names
     writer = OnlineWriter(store)
     try:
-        tickets = [writer.submit({agg.feature_view: [(i, 1522541276.0, [float(i)] * len(names))]}, []) for i in (1, 2)]
+        tickets = [writer.submit({agg.feature_view: [(i, 1522541276.0, [b"tiles %d" % i])]}, []) for i in (1, 2)]
         assert tickets == [1, 2] and writer.last_ticket == 2
         writer.wait(tickets[0])
         assert stored(store, agg, [1])[0][1] is not None  # the first write is in the store

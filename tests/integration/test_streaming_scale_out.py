@@ -1,8 +1,8 @@
 """Scale-out: engine processes in one consumer group share 4 partitions; rebalances move state.
 
 Two processes start; one is killed with SIGKILL mid-stream, a third joins later, so partitions
-move twice while events keep arriving. The online store (Redis, as on Kubernetes) must end
-exactly equal to the batch recomputation, with every source record committed once.
+move twice while events keep arriving. The online tiles (Redis, as on Kubernetes) must end
+giving exactly the naive windows of the events produced, with every source record committed once.
 """
 
 from __future__ import annotations

@@ -33,19 +33,16 @@ def test_rows_are_split_by_event_date_with_timestamps_converted(tmp_path):
     assert str(df["tx_datetime"].dtype) == "datetime64[ns, UTC]"
 
 
-def test_feature_rows_are_written_with_their_view_columns(tmp_path):
+def test_only_raw_events_are_logged_with_their_columns(tmp_path):
     engine = FeatureEngine()
     log = EpochOfflineLog(tmp_path, engine.timestamp_columns)
     t = 1522541276.25
     for i, amount in enumerate((10.0, 30.0)):
         engine.apply("transactions", {"transaction_id": i, "tx_datetime": t + i, "customer_id": 1, "terminal_id": 2,
                                       "tx_amount": amount}, log.rows)
-    assert log.flush() == 6  # two raw rows and two rows of each view
-    df = read_table(tmp_path, "customer_spending").sort_values("event_timestamp")
-    assert list(df.columns) == list(engine.offline_columns("customer_spending"))
-    assert df["customer_id"].tolist() == [1, 1] and str(df["customer_id"].dtype) == "int64"
-    assert df["customer_id_nb_tx_1day_window"].tolist() == [1, 2]
-    assert df["customer_id_avg_amount_1day_window"].tolist() == [10.0, 20.0]
-    assert df["event_timestamp"].tolist() == [pd.Timestamp(t, unit="s", tz="UTC"), pd.Timestamp(t + 1, unit="s", tz="UTC")]
-    raw = read_table(tmp_path, "transactions")
+    assert log.flush() == 2  # the two raw rows; tiles go online only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transactions"]
+    raw = read_table(tmp_path, "transactions").sort_values("transaction_id")
     assert str(raw["tx_datetime"].dtype) == "datetime64[ns, UTC]" and raw["tx_amount"].tolist() == [10.0, 30.0]
+    assert raw["customer_id"].tolist() == [1, 1] and str(raw["customer_id"].dtype) == "int64"
+    assert raw["event_timestamp"].tolist() == [pd.Timestamp(t, unit="s", tz="UTC"), pd.Timestamp(t + 1, unit="s", tz="UTC")]

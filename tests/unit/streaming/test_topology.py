@@ -43,17 +43,17 @@ def test_engine_fed_by_topology_streams_logs_raw_events_once_and_splits_the_view
     topo = build_topology(SOURCES, AGGREGATIONS)
     engine = FeatureEngine(streams=topo.values())
     event = {"transaction_id": 1, "tx_datetime": 1_000_000.0, "customer_id": 7, "terminal_id": 9, "tx_amount": 12.5}
-    from_source = engine.apply("transactions", dict(event))
-    assert set(from_source) == {"transactions", "customer_spending"}  # raw log + customer row, no terminal row
-    from_rekeyed = engine.apply("transactions@terminal_id", dict(event))
-    assert set(from_rekeyed) == {"terminal_risk"}  # no second raw row
+    assert set(engine.apply("transactions", dict(event))) == {"transactions"}  # the raw log only
+    assert set(engine.state["customer_spending"]) == {7} and not engine.state["terminal_risk"]
+    assert engine.apply("transactions@terminal_id", dict(event)) == {}  # no second raw row
+    assert set(engine.state["terminal_risk"]) == {9}
     label = {"transaction_id": 1, "tx_datetime": 1_000_000.0, "customer_id": 7, "terminal_id": 9, "tx_fraud": 1,
              "label_datetime": 1_000_000.0 + 7 * 86400}
     assert set(engine.apply("fraud_labels", label)) == {"fraud_labels"}
-    drained = engine.drain_online()
-    assert [r["customer_id"] for r in drained["customer_spending"]] == [7]
+    drained = engine.drain_online_values()
+    assert [r[0] for r in drained["customer_spending"]] == [7]
     # The terminal row is stamped when its label became known (after the transaction).
-    assert drained["terminal_risk"][0]["event_timestamp"] == label["label_datetime"]
+    assert [r[:2] for r in drained["terminal_risk"]] == [(9, label["label_datetime"])]
     engine.reset()
     assert engine.entity_count() == 0 and engine.pending_online() == 0
 
@@ -61,13 +61,14 @@ def test_engine_fed_by_topology_streams_logs_raw_events_once_and_splits_the_view
 def test_a_source_lacking_the_join_key_is_a_configuration_error():
     no_terminal = type(PREDICTIONS)(name="tx_light", topic="tx-light", fields=TRANSACTIONS.fields[:3] + TRANSACTIONS.fields[4:],
                                     event_time="tx_datetime", key_field="customer_id")
-    agg = type(TERMINAL_RISK)(**{**TERMINAL_RISK.__dict__, "inputs": (type(TERMINAL_RISK.inputs[0])("tx_light", "event"),)})
+    agg = type(TERMINAL_RISK)(**{**TERMINAL_RISK.__dict__,
+                                 "inputs": (type(TERMINAL_RISK.inputs[0])("tx_light", "event"), TERMINAL_RISK.inputs[1])})
     with pytest.raises(ConfigurationError, match="terminal_id"):
         build_topology([no_terminal, FRAUD_LABELS], [agg])
 
 
 def test_an_event_applied_at_its_source_makes_its_rekeyed_copy_a_replay():
-    """The runner's repartition shortcut: same offline rows and online values, the copy changes nothing."""
+    """The runner's repartition shortcut: same offline rows and online tiles, the copy changes nothing."""
     topo = build_topology(SOURCES, AGGREGATIONS)
     shortcut, plain = FeatureEngine(streams=topo.values()), FeatureEngine(streams=topo.values())
     events = [{"transaction_id": i, "tx_datetime": 1_000_000.0 + 600 * i, "customer_id": 7 + i % 2, "terminal_id": 9,
@@ -84,5 +85,5 @@ def test_an_event_applied_at_its_source_makes_its_rekeyed_copy_a_replay():
         assert not shortcut.changed
         plain.apply("transactions@terminal_id", dict(event), rows_plain)
         assert plain.changed
-    assert rows_shortcut == rows_plain and len(rows_plain["terminal_risk"]) == 4
-    assert shortcut.drain_online() == plain.drain_online()
+    assert rows_shortcut == rows_plain and len(rows_plain["transactions"]) == 4
+    assert shortcut.drain_online_values() == plain.drain_online_values()
