@@ -22,6 +22,7 @@ from typing import Iterable
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from feature_repo.tiles import TILES_FEATURE, layout_for
+from streaming.changelog import finish, merge_day, pack_day
 from streaming.topology import Stream
 from streaming.windows import EntityRoute, EntityState, drain_rows, keep_tiles
 
@@ -44,17 +45,20 @@ class FeatureEngine:
 
     ``grace_s``: how much older than an entity's newest event a request may be and still find
     every tile its windows need; tiles and remembered events are kept that much longer
-    (``streaming.windows.keep_tiles``).
+    (``streaming.windows.keep_tiles``). ``track_changes`` keeps the (entity, day) chunks each
+    event changes for the state changelog (``take_changes``, ``streaming.changelog``).
     """
 
     def __init__(self, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
-                 sources: tuple[EventSource, ...] = SOURCES, streams: Iterable[Stream] | None = None, grace_s: float = 0.0):
+                 sources: tuple[EventSource, ...] = SOURCES, streams: Iterable[Stream] | None = None, grace_s: float = 0.0,
+                 track_changes: bool = False):
         self.aggregations = aggregations
         self.sources = {s.name: s for s in sources}
         self.layouts = {a.feature_view: layout_for(a) for a in aggregations}
         self.keep = {view: keep_tiles(layout, grace_s) for view, layout in self.layouts.items()}
         self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
         self._dirty: dict[str, set[int]] = {a.feature_view: set() for a in aggregations}
+        self._changes: dict[str, set] | None = {a.feature_view: set() for a in aggregations} if track_changes else None
         if streams is None:
             streams = [Stream(s.name, s.topic, s, tuple(a.feature_view for a in aggregations), is_source=True) for s in sources]
         self._routes: dict[str, list[EntityRoute]] = defaultdict(list)
@@ -69,7 +73,9 @@ class FeatureEngine:
                 for inp in agg.inputs:
                     if inp.source == src.name:
                         view = agg.feature_view
-                        self._routes[stream.name].append(EntityRoute(agg, inp, self.state[view], self._dirty[view], self.keep[view]))
+                        changes = self._changes[view] if self._changes is not None else None
+                        self._routes[stream.name].append(
+                            EntityRoute(agg, inp, self.state[view], self._dirty[view], self.keep[view], changes))
         self._since_sweep = 0
         self.changed = False  # whether the last ``apply`` changed anything (False: every route saw a replay)
 
@@ -126,6 +132,31 @@ class FeatureEngine:
                 out[view] = drain_rows(self.layouts[view], dirty, self.state[view], self.keep[view])
         return out
 
+    def take_changes(self) -> dict[str, list[tuple[object, int, bytes]]]:
+        """The day chunks changed since the last call, by feature view: ``(entity, day, packed chunk)``."""
+        out: dict[str, list[tuple[object, int, bytes]]] = {}
+        for view, changes in (self._changes or {}).items():
+            if changes:
+                states, tile_us = self.state[view], self.layouts[view].tile_us
+                out[view] = [(e, day, pack_day(states[e], day, tile_us)) for e, day in changes if e in states]
+                changes.clear()
+        return out
+
+    def restore_chunk(self, view: str, entity, chunk: bytes) -> None:
+        """Merge one changelog chunk into an entity's state (``finish_restore`` once all are in)."""
+        st = self.state[view].get(entity)
+        if st is None:
+            st = self.state[view][entity] = EntityState()
+        merge_day(st, chunk)
+
+    def finish_restore(self) -> None:
+        """Order and prune restored states; they are in the online store already, so nothing is dirty."""
+        for view, states in self.state.items():
+            keep, tile_us = self.keep[view], self.layouts[view].tile_us
+            for st in states.values():
+                finish(st)
+                st.prune(keep, tile_us, force=True)
+
     def prune(self) -> None:
         """Drop every entity's tiles and remembered events beyond its horizon (idle entities included)."""
         self._since_sweep = 0
@@ -139,6 +170,8 @@ class FeatureEngine:
         for view in self.state:
             self.state[view].clear()
             self._dirty[view].clear()
+            if self._changes is not None:
+                self._changes[view].clear()
         self._since_sweep = 0
 
     def entity_count(self) -> int:

@@ -38,6 +38,7 @@ from typing import Mapping
 from feature_repo.aggregations import AggregationInput, EntityAggregation
 from feature_repo.tiles import TileLayout, layout_for
 
+DAY_US = 86_400_000_000
 PRUNE_MIN = 16  # timeline entries worth moving the arrays for (amortised pruning)
 _NEVER = -(1 << 62)  # a "newest tile" below every real one: nothing is older than the horizon yet
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -165,9 +166,10 @@ class EntityRoute:
     """
 
     __slots__ = ("join_key", "is_event", "time_field", "id_field", "value_field", "known_field", "layout",
-                 "tile_us", "keep", "columns", "labels_index", "states", "dirty")
+                 "tile_us", "keep", "columns", "labels_index", "states", "dirty", "changes")
 
-    def __init__(self, agg: EntityAggregation, inp: AggregationInput, states: dict, dirty: set, keep: int):
+    def __init__(self, agg: EntityAggregation, inp: AggregationInput, states: dict, dirty: set, keep: int,
+                 changes: set | None = None):
         self.layout = layout = layout_for(agg)
         self.join_key, self.is_event = agg.join_key, inp.role == "event"
         self.time_field, self.id_field, self.value_field, self.known_field = inp.time_field, inp.id_field, inp.value_field, inp.known_field
@@ -176,6 +178,7 @@ class EntityRoute:
         self.columns = layout.event_columns  # (IR index, kind, field) of sums, minima, maxima
         self.labels_index = layout.labels_index
         self.states, self.dirty = states, dirty
+        self.changes = changes  # (entity, day) chunks changed, for the state changelog (None: not kept)
 
     def apply(self, event: Mapping) -> bool:
         t = event[self.time_field]
@@ -226,6 +229,13 @@ class EntityRoute:
         if k > st.max_tile:
             st.max_tile = k
         self.dirty.add(entity_id)
+        changes = self.changes
+        if changes is not None:  # streaming.changelog's day chunks: the event's day and its tile's
+            day = t_us // DAY_US
+            changes.add((entity_id, day))
+            tile_day = k * self.tile_us // DAY_US
+            if tile_day != day:
+                changes.add((entity_id, tile_day))
         return True
 
 

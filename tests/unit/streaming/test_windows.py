@@ -10,58 +10,8 @@ from feature_repo.aggregations import AGGREGATIONS, CUSTOMER_SPENDING, TERMINAL_
 from feature_repo.tiles import layout_for
 from streaming.engine import FeatureEngine
 from streaming.windows import PRUNE_MIN, drain_rows
-from tests.unit.streaming.reference import NaiveWindows, us
+from tests.unit.streaming.reference import BASE, DAY, HOUR, NaiveWindows, blobs, feed, label, streams, tx, us
 
-DAY = 86400.0
-HOUR = 3600.0
-BASE = 1_522_540_800.0  # 2018-04-01T00:00:00Z
-
-
-def tx(i: int, t: float, amount: float = 10.0, customer: int = 1, terminal: int = 2) -> dict:
-    return {"transaction_id": i, "tx_datetime": t, "customer_id": customer, "terminal_id": terminal, "tx_amount": amount}
-
-
-def label(event: dict, fraud: int = 1, known: float | None = None) -> dict:
-    lab = {k: event[k] for k in ("transaction_id", "tx_datetime", "customer_id", "terminal_id")}
-    return {**lab, "tx_fraud": fraud, "label_datetime": known}
-
-
-def feed(engine: FeatureEngine, stream: list[tuple[str, dict]], drains: frozenset[int] = frozenset()) -> None:
-    """Apply every (source, event); drain the online rows after the positions in ``drains``."""
-    for pos, (source, event) in enumerate(stream):
-        engine.apply(source, dict(event))
-        if pos in drains:
-            engine.drain_online_values()
-
-
-def blobs(engine: FeatureEngine) -> dict[str, dict]:
-    """Every entity's packed tiles as the next online write would have them (all entities, pruned)."""
-    out = {}
-    for agg in engine.aggregations:
-        states = engine.state[agg.feature_view]
-        rows = drain_rows(layout_for(agg), set(states), states, engine.keep[agg.feature_view])
-        out[agg.feature_view] = {entity: values[0] for entity, _, values in rows if states[entity].keys}
-    return out
-
-
-# -- generated streams --------------------------------------------------------------------------
-# Amounts are multiples of 1/4 below 2**20: their float sums are exact in any order, so tiles must
-# be bit-identical whatever the order (sums of arbitrary floats differ in the last bit by order).
-_events = st.lists(st.tuples(st.integers(0, 80 * 24 * 4), st.sampled_from([0.0, 0.25, 0.5]), st.integers(0, 4000),
-                             st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=40)
-# Label known offsets: none (known at the event time), on time (up to exactly the 7-day delay), late.
-_known = st.sampled_from([None, 0.0, HOUR, 7 * DAY, 7 * DAY + 1e-6, 7 * DAY + 1, 9 * DAY])
-
-
-@st.composite
-def streams(draw):
-    """(source, event) pairs: transactions over 80 days, labels of some of them, duplicates of some of both."""
-    events = [tx(i, BASE + q * 900 + frac, amount / 4, c, term) for i, (q, frac, amount, c, term) in enumerate(draw(_events))]
-    labels = [label(events[i], fraud, None if off is None else events[i]["tx_datetime"] + off)
-              for i, fraud, off in draw(st.lists(st.tuples(st.integers(0, len(events) - 1), st.integers(0, 1), _known), max_size=30))]
-    stream = [("transactions", e) for e in events] + [("fraud_labels", lab) for lab in labels]
-    stream += [stream[i] for i in draw(st.lists(st.integers(0, len(stream) - 1), max_size=10))]
-    return stream
 
 
 @settings(max_examples=300, deadline=None)
