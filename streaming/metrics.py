@@ -1,6 +1,8 @@
-"""Prometheus metrics of the streaming feature engine (explicit registry)."""
+"""Prometheus metrics of the streaming feature engine (explicit registry), and one runner's own counters."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -35,3 +37,19 @@ FORWARDED = Counter("rtml_stream_events_repartitioned_total", "Events re-keyed i
 CHECKPOINT_SECONDS = Histogram(
     "rtml_stream_checkpoint_duration_seconds", "Start of a checkpoint (offsets snapshot) to its offsets' commit.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+
+
+@dataclass
+class RunStats:
+    """What one ``StreamRunner`` did since it started (``run`` returns it; tests and benchmarks read it)."""
+
+    consumed: int = 0  # records of source topics
+    rekeyed: int = 0  # events read back from repartition topics
+    forwarded: int = 0  # events sent to repartition topics
+    restored: int = 0
+    rebalances: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    online_rows: int = 0
+    commits: int = 0
+    by_reason: dict = field(default_factory=dict)  # dead letters by reason category

@@ -11,7 +11,8 @@ proto detour of a DataFrame per batch.
 
 The write runs on one background thread: SQLite and Redis clients release the GIL while
 they wait, so the consume loop keeps decoding and folding events meanwhile. At most one
-write is in flight; the runner coalesces touched entities until the writer is free.
+write is in flight; the poll loop coalesces touched entities until the writer is free
+(``streaming.online_schedule``).
 """
 
 from __future__ import annotations

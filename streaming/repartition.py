@@ -14,21 +14,23 @@ the decoded dicts (times as epoch seconds) and are not validated again; the time
 source records', so freshness keeps counting from the original produce.
 
 A record whose events the sending process applied at their source already (the runner's
-repartition shortcut, ``StreamRunner``) also carries ``rtml-applied-by: <token>/<events>``. The
-token names the sender's current assignment; while that assignment lasts, the same process
-consumes the copy and knows from the header alone that every event in it is a replay, so it
-skips the record without decoding it. Anyone else (another process, the same one after a
-rebalance, a restore) applies the events as usual, and replays stay no-ops there.
+repartition shortcut, ``streaming.runner``) also carries ``rtml-applied-by: <token>/<events>``.
+The token names the sender's current assignment (``Forwards``); while that assignment lasts, the
+same process consumes the copy and knows from the header alone that every event in it is a
+replay, so it skips the record without decoding it. Anyone else (another process, the same one
+after a rebalance, a restore) applies the events as usual, and replays stay no-ops there.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import orjson
 from kafka.partitioner.default import murmur2
 
 from rtml_common.errors import RtmlError
 from rtml_common.kafka import entity_key
-from streaming.topology import Forward
+from streaming.topology import Forward, Stream
 
 FORMAT_HEADER = ("rtml-format", b"events-v1")
 APPLIED_HEADER = "rtml-applied-by"
@@ -85,6 +87,37 @@ class Rekeyer:
             sent += len(events)
         self._buffers.clear()
         return sent
+
+
+class Forwards:
+    """The re-keyers of a topology's repartition topics, and which of their partitions this process owns.
+
+    ``targets[source topic]`` lists, per forward of that source, its ``Rekeyer``, the set of the
+    repartition topic's partitions this process owns (updated in place by ``assign`` and
+    ``revoke``) and the engine's stream name of the repartition topic. ``token`` names the current
+    assignment in the ``rtml-applied-by`` header (empty while none, or without the shortcut).
+    """
+
+    def __init__(self, topology: dict[str, Stream], partition_counts: dict[str, int]):
+        self.rekeyers = {f.topic: Rekeyer(f, partition_counts[f.topic]) for st in topology.values() for f in st.forwards}
+        self.owned: dict[str, set[int]] = {topic: set() for topic in self.rekeyers}
+        self.targets: dict[str, list[tuple[Rekeyer, set[int], str]]] = {
+            topic: [(self.rekeyers[f.topic], self.owned[f.topic], topology[f.topic].name) for f in st.forwards]
+            for topic, st in topology.items() if st.is_source}
+        self.token = b""
+
+    def assign(self, assigned) -> None:
+        """Own the assigned partitions of repartition topics, under a new token (after a revoke cleared the last)."""
+        self.token = uuid.uuid4().hex.encode()
+        for tp in assigned:
+            if tp.topic in self.owned:
+                self.owned[tp.topic].add(tp.partition)
+
+    def revoke(self) -> None:
+        """Own nothing: a copy applied at its source under the old token is applied again, a no-op."""
+        for owned in self.owned.values():
+            owned.clear()
+        self.token = b""
 
 
 def applied_by(headers, token: bytes) -> int:

@@ -5,7 +5,7 @@ When the group hands this process partitions (at start-up, after a rebalance, af
 de-duplication) is rebuilt from the partitions themselves: every record from the start of the
 state horizon up to the group's committed offset is decoded and folded into the engine again,
 without any output. Everything before the committed offset was already written online and
-logged by the previous owner (the commit order in ``streaming.runner`` guarantees it), and
+logged by the previous owner (the commit order in ``streaming.checkpoint`` guarantees it), and
 records after it are consumed normally, so each event is counted exactly once. A dedicated
 consumer that never joins the group reads the range, as Kafka Streams' restore consumer does;
 the group's own consumer stays where the group left it.

@@ -36,12 +36,10 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         300.0, ge=0, description="How far ahead of the engine's clock an event time may be; later events go to the "
         "DLQ with reason 'future' (timestamps outside what the stores represent get reason 'range').")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
-    restore: bool = Field(
-        True, description="Rebuild the tiles of assigned partitions by replaying them from Kafka up to the "
-                          "group's committed offsets (at start-up and after every rebalance).")
     restore_timeout_s: float = Field(
-        240.0, gt=0, description="Longest a state rebuild may take before the process stops with an error; the "
-                                 "consumer's max poll interval is set above it.")
+        240.0, gt=0, description="Longest the state rebuild of assigned partitions (a replay from Kafka up to the "
+                                 "group's committed offsets, at start-up and after every rebalance) may take before "
+                                 "the process stops with an error; the consumer's max poll interval is set above it.")
     repartition: bool = Field(
         True, description="Re-key events into repartition topics for aggregations keyed differently from their source "
                           "topic (terminal windows from customer-keyed transactions), so several engine processes can "

@@ -24,6 +24,8 @@ from typing import Callable, Iterable
 from feature_repo.aggregations import EntityAggregation
 from feature_repo.sources import EventSource
 from rtml_common.errors import ConfigurationError
+from rtml_common.kafka import dlq_topic, ensure_topics
+from rtml_common.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class Stream:
     """One consumed topic: its schema, the aggregations it feeds and what else happens to its events.
 
     ``name`` is the engine's name for it (the source name, or ``<source>@<join key>`` for a
-    repartition topic). Only a source topic logs raw events, dead-letters bad ones and judges
-    lateness: a repartition topic carries events that were already accepted.
+    repartition topic). Only a source topic logs raw events and admits or dead-letters them
+    (``streaming.admission``): a repartition topic carries events that were already accepted.
     """
 
     name: str
@@ -119,3 +121,18 @@ def check_copartitioned(streams: dict[str, Stream], counts: dict[str, int]) -> N
             raise ConfigurationError(
                 f"aggregation '{view}' reads topics with different partition counts {found}: they must be "
                 "co-partitioned (same count, same key) so one process holds each entity's whole state")
+
+
+def create_topics(settings: KafkaSettings, streams: dict[str, Stream], partitions: int) -> dict[str, int]:
+    """Create the missing topics of ``streams`` and return every topic's partition count.
+
+    Source topics and their dead-letter topics get ``partitions``; a repartition topic gets the
+    count of the source topics it is joined with (``repartition_partitions``). Topics that exist
+    keep theirs, so the co-partitioning is checked last.
+    """
+    sources = [t for t, s in streams.items() if s.is_source]
+    counts = ensure_topics(settings, sources + [dlq_topic(t) for t in sources], partitions=partitions)
+    for topic, n in repartition_partitions(streams, counts, partitions).items():
+        counts.update(ensure_topics(settings, [topic], partitions=n))
+    check_copartitioned(streams, counts)
+    return counts

@@ -53,17 +53,17 @@ def test_member_joining_while_work_is_uncommitted_gets_it_committed_at_the_revok
         while runner.stats.consumed < len(events):
             assert time.monotonic() < deadline, f"consumed {runner.stats.consumed} of {len(events)}"
             runner.step()
-        assert runner._uncommitted and runner.stats.commits == 0
+        assert runner.checkpointer.uncommitted and runner.stats.commits == 0
         assert group_lag(settings, group, sources)[0] == len(events)  # nothing committed yet
 
         member.start()
         deadline = time.monotonic() + 120
-        while not (joined.is_set() and runner.stats.rebalances >= 2 and runner._pending_restore is None):
+        while not (joined.is_set() and runner.stats.rebalances >= 2 and runner.rebalancer.pending_restore is None):
             assert time.monotonic() < deadline, "the second member never got partitions"
             runner.step()  # the rebalance happens inside this poll, on kafka-python's IO thread
 
         assert group_lag(settings, group, sources)[0] == 0  # committed by the revoke callback
-        assert runner.stats.commits == 1 and not runner._uncommitted
+        assert runner.stats.commits == 1 and not runner.checkpointer.uncommitted
         kept = [tp for tp in runner.consumer.assignment() if tp.topic in sources]
         assert 0 < len(kept) < len(sources) * settings.partitions  # the partitions were shared
         assert runner.stats.restored > 0  # the kept partitions' state came back from Kafka
