@@ -68,8 +68,8 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str] | None, group_i
 
 
 def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: int = 1, replication: int = 1,
-                  timeout_s: float = 30.0) -> dict[str, int]:
-    """Create the topics that do not exist yet; waits for the cluster up to ``timeout_s``.
+                  timeout_s: float = 30.0, configs: dict[str, str] | None = None) -> dict[str, int]:
+    """Create the topics that do not exist yet (with topic ``configs``); waits for the cluster up to ``timeout_s``.
 
     Returns the partition count of every topic asked for (existing ones keep theirs)."""
     topics = list(topics)
@@ -84,7 +84,7 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: in
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
+        missing = [NewTopic(t, partitions, replication, topic_configs=configs or {}) for t in topics if t not in existing]
         if missing:
             try:
                 admin.create_topics(missing)

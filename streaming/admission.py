@@ -3,7 +3,8 @@
 A source record is decoded by its source's validators (``streaming.validation``): a whole poll at
 once in the poll loop, one record at a time while restoring. The result decides its fate:
   - an event is applied (folded into the tiles, logged raw, re-keyed), unless its event time is
-    more than ``max_future_skew_s`` ahead of this engine's clock: then it is dead-lettered as
+    more than ``max_future_skew_s`` ahead of its record's Kafka timestamp (when it was produced;
+    a restore replaying the record decides the same): then it is dead-lettered as
     ``future`` (a wrong clock or a typo such as year 9999), so it can neither poison its tiles
     nor move anything for the events after it;
   - an ``InvalidEvent`` is dead-lettered to ``<topic>.dlq`` with its reason;
@@ -53,12 +54,15 @@ class Admission:
             if not restoring:
                 self._reject(rec, event)
             return False
-        ahead = event[time_field] - time.time()
+        # The clock is the record's own Kafka timestamp (when it was produced), not this engine's: a
+        # restore that replays the record later decides exactly as the first processing did.
+        sent = rec.timestamp / 1000.0 if rec.timestamp is not None and rec.timestamp > 0 else time.time()
+        ahead = event[time_field] - sent
         if ahead > self.max_future_skew_s:
             if not restoring:
                 self._dead_letter(rec, InvalidEvent(
-                    "future", f"event time {event[time_field]:.0f} is {ahead:.0f}s ahead of this "
-                              f"engine's clock (allowed skew {self.max_future_skew_s:.0f}s)"))
+                    "future", f"event time {event[time_field]:.0f} is {ahead:.0f}s ahead of the time the record "
+                              f"was produced (allowed skew {self.max_future_skew_s:.0f}s)"))
             return False
         return True
 

@@ -31,6 +31,8 @@ from typing import Callable
 
 from kafka import TopicPartition
 
+from rtml_common.kafka import ensure_topics, entity_key
+from streaming.repartition import partition_for
 from streaming.windows import EntityState, _Timeline
 
 DAY_US = 86_400_000_000
@@ -80,7 +82,9 @@ def pack_day(st: EntityState, day: int, tile_us: int) -> bytes:
 
 
 def merge_day(st: EntityState, chunk: bytes) -> None:
-    """Add one day's chunk to ``st`` (chunks of one entity may come in any day order; ``finish`` sorts)."""
+    """Add one day's chunk to ``st`` (chunks of one entity may come in any day order; ``finish`` sorts).
+
+    Each day must be merged once, from its newest record: chunks add up, they do not replace."""
     magic, ne, nl, nt, w1, max_tile, last_time, known, written = _HEAD.unpack_from(chunk)
     if magic != _MAGIC:
         raise ValueError(f"not a state changelog record (magic {magic!r})")
@@ -95,7 +99,8 @@ def merge_day(st: EntityState, chunk: bytes) -> None:
         pos += 16 * n
     rows = _array("d", view[pos:pos + 8 * nt * w1])
     st.rows.extend(rows)
-    st.keys.extend(array("q", (int(rows[i * w1]) for i in range(nt))))
+    if nt:
+        st.keys.extend(array("q", map(int, rows[::w1])))
     st.max_tile = max(st.max_tile, max_tile)
     st.last_time, st.known, st.written = max(st.last_time, last_time), max(st.known, known), max(st.written, written)
 
@@ -151,3 +156,55 @@ def read_partitions(consumer, tps: list[TopicPartition], on_record: Callable[[by
             if consumer.position(tp) >= ends[tp]:
                 todo.discard(tp)
     return n
+
+
+class StateChangelog:
+    """The engine's changelog topics: ``take`` packs the chunks changed since the last checkpoint (polling
+    thread), ``send`` produces them (checkpoint thread, before the producer flush), ``restore`` reads an
+    assignment's partitions back into the engine.
+
+    ``partitions``: the partition count of each feature view's input topics (co-partitioned).
+    """
+
+    def __init__(self, settings, engine, producer, partitions: dict[str, int]):
+        self.engine, self.producer, self.partitions = engine, producer, partitions
+        self.key_types = {a.feature_view: a.key_type for a in engine.aggregations}
+        self.topics = {view: changelog_topic(settings.topic, view) for view in partitions}
+        retention_s = max(a.horizon.total_seconds() for a in engine.aggregations) + settings.grace_s + 2 * 86400
+        for view, topic in self.topics.items():
+            ensure_topics(settings, [topic], partitions=partitions[view],
+                          configs={"cleanup.policy": "compact,delete", "retention.ms": str(int(retention_s * 1000))})
+
+    def take(self) -> list[tuple[str, int, bytes, bytes]]:
+        """(topic, partition, key, value) of every chunk changed since the last call."""
+        out = []
+        for view, chunks in self.engine.take_changes().items():
+            topic, n = self.topics[view], self.partitions[view]
+            out += [(topic, partition_for(entity_key(e), n), chunk_key(e, day), value) for e, day, value in chunks]
+        return out
+
+    def send(self, records: list[tuple[str, int, bytes, bytes]]) -> None:
+        """Produce taken chunks (made durable by the caller's producer flush)."""
+        send = self.producer.send
+        for topic, partition, key, value in records:
+            send(topic, key=key, value=value, partition=partition)
+
+    def restore(self, consumer, partitions: dict[str, list[int]], timeout_s: float) -> tuple[int, set[tuple[str, int]]]:
+        """Read the changelog partitions of each view into the engine; returns the records read and the
+        (view, partition) pairs that held nothing (their state must come from a replay)."""
+        records, empty = 0, set()
+        for view, parts in partitions.items():
+            key_type = self.key_types[view]
+            for p in parts:
+                # Compaction never touches the active segment: a key can still have several records, and only
+                # its newest (the last read) is the chunk. One partition's newest values at a time in memory.
+                newest: dict[bytes, bytes | None] = {}
+                n = read_partitions(consumer, [TopicPartition(self.topics[view], p)], newest.__setitem__, timeout_s)
+                records += n
+                if not n:
+                    empty.add((view, p))
+                for key, value in newest.items():
+                    if value is not None:  # a tombstone: nothing to merge
+                        self.engine.restore_chunk(view, parse_key(key, key_type)[0], value)
+        self.engine.finish_restore()
+        return records, empty

@@ -45,6 +45,7 @@ from kafka.structs import OffsetAndMetadata
 from streaming import metrics
 from streaming.metrics import RunStats
 from streaming.offline import EpochOfflineLog
+from streaming.changelog import StateChangelog
 from streaming.online_schedule import OnlineWriteScheduler
 from streaming.settings import StreamingSettings
 
@@ -60,8 +61,9 @@ class Checkpointer:
     """
 
     def __init__(self, settings: StreamingSettings, consumer, producer, online: OnlineWriteScheduler,
-                 offline: EpochOfflineLog, stats: RunStats):
+                 offline: EpochOfflineLog, stats: RunStats, changelog: StateChangelog | None = None):
         self.consumer = consumer
+        self.changelog = changelog
         self.producer = producer
         self.online = online
         self.offline = offline
@@ -103,7 +105,7 @@ class Checkpointer:
             checkpoint.join()
         if not pending:
             return None
-        self._store(self.online.write_pending(time.monotonic()), self.offline.take())
+        self._store(self.online.write_pending(time.monotonic()), self.offline.take(), self._take_chunks())
         return self.consumer.commit_async()
 
     def after_revoke(self, committed: bool, error: BaseException | None = None) -> None:
@@ -138,15 +140,24 @@ class Checkpointer:
         ticket = self.online.write_pending(now)
         offsets = {tp: OffsetAndMetadata(self.consumer.position(tp), "", -1) for tp in self.consumer.assignment()}
         tables = self.offline.take()
+        chunks = self._take_chunks()
         self.uncommitted = False
         self._last_start = now
-        self._in_flight = _Checkpoint(offsets, lambda: self._store(ticket, tables))
+        self._in_flight = _Checkpoint(offsets, lambda: self._store(ticket, tables, chunks))
 
-    def _store(self, ticket: int, tables: dict[str, list[dict]]) -> None:
-        """Steps 3-5 for what a checkpoint covers: the online write ``ticket``, the offline ``tables``, the producer."""
+    def _take_chunks(self) -> list:
+        """The state changelog's chunks changed since the last checkpoint, packed now (polling thread: the
+        state does not change under the packing)."""
+        return self.changelog.take() if self.changelog is not None else []
+
+    def _store(self, ticket: int, tables: dict[str, list[dict]], chunks: list) -> None:
+        """Steps 3-5 for what a checkpoint covers: the online write ``ticket``, the offline ``tables``, the
+        state changelog ``chunks``, the producer."""
         self.online.wait(ticket)  # 3: the online write that covers the snapshot
         metrics.OFFLINE_ROWS.inc(self.offline.write(tables))  # 4
-        self.producer.flush()  # 5: dead letters and re-keyed events
+        if chunks:
+            self.changelog.send(chunks)  # 5 (sent): the state the offsets cover, for the next owner's restore
+        self.producer.flush()  # 5: dead letters, re-keyed events and changelog chunks
 
     def _finish(self) -> None:
         """Step 6: commit the snapshot once steps 3-5 are done (their error stops the process uncommitted)."""

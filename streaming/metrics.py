@@ -46,7 +46,7 @@ class RunStats:
     consumed: int = 0  # records of source topics
     rekeyed: int = 0  # events read back from repartition topics
     forwarded: int = 0  # events sent to repartition topics
-    restored: int = 0
+    restored: int = 0  # state changelog records read, or events replayed, to rebuild assigned partitions
     rebalances: int = 0
     dead_lettered: int = 0
     filtered: int = 0

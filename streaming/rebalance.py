@@ -15,6 +15,7 @@ The polling thread is parked in ``poll`` meanwhile, so the callbacks touch engin
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
@@ -22,6 +23,7 @@ from kafka.errors import KafkaError
 from rtml_common.kafka import make_consumer
 from streaming import metrics
 from streaming.admission import Admission
+from streaming.changelog import StateChangelog
 from streaming.checkpoint import Checkpointer
 from streaming.engine import FeatureEngine
 from streaming.metrics import RunStats
@@ -43,7 +45,7 @@ class Rebalancer:
 
     def __init__(self, settings: StreamingSettings, topology: dict[str, Stream], engine: FeatureEngine,
                  admission: Admission, checkpointer: Checkpointer, online: OnlineWriteScheduler,
-                 forwards: Forwards, stats: RunStats):
+                 forwards: Forwards, stats: RunStats, changelog: StateChangelog | None = None):
         self.settings = settings
         self.topology = topology
         self.engine = engine
@@ -52,6 +54,7 @@ class Rebalancer:
         self.online = online
         self.forwards = forwards
         self.stats = stats
+        self.changelog = changelog
         self.pending_restore: list[TopicPartition] | None = None  # assigned, state not yet rebuilt
         self.listener = RebalanceListener(self)
 
@@ -82,7 +85,30 @@ class Rebalancer:
             self._restore(assigned)
 
     def _restore(self, assigned: list[TopicPartition]) -> None:
-        """Rebuild the state of the assigned partitions from Kafka, up to their committed offsets."""
+        """Rebuild the state of the assigned partitions: from the state changelog, or by a replay of the
+        partitions up to their committed offsets where the changelog holds nothing (a first start)."""
+        settings = self.settings
+        if self.changelog is not None:
+            started = time.monotonic()
+            parts = {view: sorted({tp.partition for tp in assigned if view in self.topology[tp.topic].views})
+                     for view in self.changelog.topics}
+            reader = make_consumer(settings, None, None, check_crcs=settings.check_crcs)
+            try:
+                records, empty = self.changelog.restore(reader, parts, settings.restore_timeout_s)
+            finally:
+                reader.close(autocommit=False)
+            seconds = time.monotonic() - started
+            self.stats.restored += records
+            metrics.RESTORE_SECONDS.observe(seconds)
+            log.info("assigned %d partitions; rebuilt state from %d changelog records in %.1fs", len(assigned), records, seconds)
+            if not empty:
+                return
+            log.info("state changelog holds nothing for %s: replaying those partitions", sorted(empty))
+            assigned = [tp for tp in assigned if any((view, tp.partition) in empty for view in self.topology[tp.topic].views)]
+        self._replay(assigned)
+
+    def _replay(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the state of the assigned partitions by replaying them from Kafka, up to their committed offsets."""
         horizon_s = max(a.horizon.total_seconds() for a in self.engine.aggregations) + self.settings.grace_s + 86400
         scratch: dict[str, list] = {}
         restored = [0]

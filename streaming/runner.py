@@ -37,6 +37,7 @@ from rtml_common.kafka import make_consumer, make_producer
 from streaming import metrics
 from streaming.admission import Admission
 from streaming.checkpoint import Checkpointer
+from streaming.changelog import StateChangelog
 from streaming.engine import FeatureEngine
 from streaming.metrics import RunStats
 from streaming.offline import EpochOfflineLog
@@ -60,22 +61,30 @@ class StreamRunner:
     def __init__(self, settings: StreamingSettings, store=None, write_listener: WriteListener | None = None):
         self.settings = settings
         self.topology = build_topology(SOURCES, AGGREGATIONS, settings.topic, settings.repartition)
-        self.forwards = Forwards(self.topology, create_topics(settings, self.topology, settings.partitions))
-        self.engine = FeatureEngine(streams=self.topology.values(), grace_s=settings.grace_s)
+        counts = create_topics(settings, self.topology, settings.partitions)
+        self.forwards = Forwards(self.topology, counts)
+        self.engine = FeatureEngine(streams=self.topology.values(), grace_s=settings.grace_s,
+                                    track_changes=settings.state_changelog)
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self.stats = RunStats()
         self.online = OnlineWriteScheduler(settings, self.store, self.engine, self.stats, write_listener)
         self.producer = make_producer(settings)
+        self.changelog = None
+        if settings.state_changelog:
+            views = {a.feature_view: next(counts[t] for t, st in self.topology.items() if a.feature_view in st.views)
+                     for a in self.engine.aggregations}
+            self.changelog = StateChangelog(settings, self.engine, self.producer, views)
         self.admission = Admission(self.topology, self.producer, self.stats, settings.max_future_skew_s)
         # The range assignor gives partition p of co-partitioned topics to one member (see streaming.topology).
         self.consumer = make_consumer(settings, None, settings.group_id,
                                       max_poll_records=settings.max_batch_records, check_crcs=settings.check_crcs,
                                       partition_assignment_strategy=(RangePartitionAssignor,),
                                       max_poll_interval_ms=int((settings.restore_timeout_s + 60) * 1000))
-        self.checkpointer = Checkpointer(settings, self.consumer, self.producer, self.online, self.offline, self.stats)
+        self.checkpointer = Checkpointer(settings, self.consumer, self.producer, self.online, self.offline, self.stats,
+                                         self.changelog)
         self.rebalancer = Rebalancer(settings, self.topology, self.engine, self.admission, self.checkpointer,
-                                     self.online, self.forwards, self.stats)
+                                     self.online, self.forwards, self.stats, self.changelog)
         # Subscribed only now: the rebalance listener needs the checkpointer, which needs the consumer.
         self.consumer.subscribe(list(self.topology), listener=self.rebalancer.listener)
         # The first join assigns from this consumer's metadata: fetch it before the first poll, or the

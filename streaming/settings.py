@@ -33,13 +33,20 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         "window plus delay: requests evaluated up to this long before the newest event read complete tiles. Events "
         "older than the kept state are ignored (never counted twice).")
     max_future_skew_s: float = Field(
-        300.0, ge=0, description="How far ahead of the engine's clock an event time may be; later events go to the "
+        300.0, ge=0, description="How far ahead of its record's Kafka timestamp (when it was produced) an event time may "
+        "be; later events go to the "
         "DLQ with reason 'future' (timestamps outside what the stores represent get reason 'range').")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    state_changelog: bool = Field(
+        True, description="Keep each entity's state (remembered events, tiles) in day chunks on a compacted changelog "
+                          "topic per feature view (rtml-<view>-changelog) and restore assigned partitions from it; "
+                          "off, or where it holds nothing for a partition (a first start), assigned partitions are "
+                          "replayed from their source topics instead.")
     restore_timeout_s: float = Field(
-        240.0, gt=0, description="Longest the state rebuild of assigned partitions (a replay from Kafka up to the "
-                                 "group's committed offsets, at start-up and after every rebalance) may take before "
-                                 "the process stops with an error; the consumer's max poll interval is set above it.")
+        900.0, gt=0, description="Longest the state rebuild of assigned partitions (from the state changelog, or a "
+                                 "replay up to the group's committed offsets; at start-up and after every rebalance) may "
+                                 "take before the process stops with an error; the consumer's max poll interval is set "
+                                 "above it. About 340-510 s per million entities with a month of history here.")
     repartition: bool = Field(
         True, description="Re-key events into repartition topics for aggregations keyed differently from their source "
                           "topic (terminal windows from customer-keyed transactions), so several engine processes can "

@@ -125,6 +125,18 @@ def test_two_engines_under_kills_broker_restart_delay_and_backlog_match_the_refe
             procs[name] = subprocess.Popen([sys.executable, "-m", "streaming"], cwd=REPO, env=env, stdout=out,
                                            stderr=subprocess.STDOUT)
 
+    def restores(name: str) -> int:
+        path = tmp_path / f"{name}.log"
+        return path.read_text().count("rebuilt state from") if path.exists() else 0
+
+    def wait_ready(*names: str, before: dict[str, int] | None = None) -> None:
+        """Until each process has restored an assignment since ``before`` (slow starts on a busy machine)."""
+        deadline = time.monotonic() + 180
+        while any(restores(n) <= (before or {}).get(n, 0) for n in names):
+            assert time.monotonic() < deadline, f"engines {names} never got partitions:\n{logs()}"
+            assert all(procs[n].poll() is None for n in names), f"an engine died:\n{logs()}"
+            time.sleep(0.5)
+
     def kill(name: str) -> None:
         procs[name].send_signal(signal.SIGKILL)
         procs[name].wait(timeout=20)
@@ -141,13 +153,16 @@ def test_two_engines_under_kills_broker_restart_delay_and_backlog_match_the_refe
     try:
         start("a")
         start("b")
-        first = threading.Thread(target=send, args=(settings, events[:n1]), kwargs={"rate": 1500})
+        wait_ready("a", "b")
+        first = threading.Thread(target=send, args=(settings, events[:n1]), kwargs={"rate": 1000})
         first.start()
         for victim in ("a", "b", "a"):  # kill -9 mid-stream, uncommitted work and all, and come back
             time.sleep(2.5)
             kill(victim)
+            before = {victim: restores(victim)}
             start(victim)
-        first.join(timeout=120)
+            wait_ready(victim, before=before)
+        first.join(timeout=180)
         broker.stop()  # a broker restart under both engines
         time.sleep(2)
         broker.start()
@@ -155,8 +170,10 @@ def test_two_engines_under_kills_broker_restart_delay_and_backlog_match_the_refe
         second.start()
         time.sleep(3)
         kill("b")
+        before = {"b": restores("b")}
         start("b")
-        second.join(timeout=120)
+        wait_ready("b", before=before)
+        second.join(timeout=180)
         kill("a")
         kill("b")
         send(settings, held + events[n2:])  # a backlog, unthrottled: both engines catch up in a burst
@@ -180,7 +197,7 @@ def test_two_engines_under_kills_broker_restart_delay_and_backlog_match_the_refe
     assert all(p.returncode == 0 for p in procs.values()), logs()
     # The faults happened: assignments after the kills rebuilt state from events others had processed.
     text = "".join(p.read_text() for p in tmp_path.glob("[ab].log"))
-    rebuilt = [int(n) for n in re.findall(r"rebuilt state from (\d+) events", text)]
+    rebuilt = [int(n) for n in re.findall(r"rebuilt state from (\d+) changelog records", text)]
     assert len(rebuilt) >= 6 and max(rebuilt) > 0, logs()
 
     tx = stream.tx.drop_duplicates(["transaction_id", "tx_us"]).reset_index(drop=True)
