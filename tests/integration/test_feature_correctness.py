@@ -27,7 +27,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
@@ -38,10 +37,11 @@ from feature_repo.sources import SOURCES
 from feature_repo.store import apply_definitions
 from feature_repo.tiles import layout_for
 from rtml.local.kafka import LocalKafka
-from rtml_common.kafka import entity_key, json_bytes, make_consumer, make_producer, partition_counts
+from rtml_common.kafka import entity_key, json_bytes, make_consumer, make_producer
 from streaming.runner import StreamRunner
 from streaming.settings import StreamingSettings
 from streaming.topology import build_topology
+from tests.integration.group_offsets import group_lag
 from tests.integration.correctness_reference import DAY_US, FEATURES, H_US, generate, reference_vectors
 from tests.integration.inference_fixtures import Server, make_model_dir, reference_forward
 
@@ -52,22 +52,9 @@ REPO = Path(__file__).resolve().parents[2]
 def committed_lag(settings: StreamingSettings, group: str, topics: list[str]) -> int:
     """Records of ``topics`` the group has not committed yet (-1 while the broker cannot say, e.g. just restarted)."""
     try:
-        return _committed_lag(settings, group, topics)
+        return group_lag(settings, group, topics)[0]
     except KafkaError:
         return -1
-
-
-def _committed_lag(settings: StreamingSettings, group: str, topics: list[str]) -> int:
-    admin = KafkaAdminClient(**settings.kafka_client_config())
-    consumer = KafkaConsumer(**settings.kafka_client_config())
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        tps = [TopicPartition(t, p) for t, n in partition_counts(settings, topics).items() for p in range(n)]
-        ends = consumer.end_offsets(tps)
-        return sum(ends[tp] - max(0, committed[tp].offset if tp in committed else 0) for tp in tps)
-    finally:
-        consumer.close()
-        admin.close()
 
 
 def send(settings: StreamingSettings, events, rate: float | None = None) -> None:

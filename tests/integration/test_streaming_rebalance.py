@@ -17,7 +17,7 @@ from rtml.simulator import generate_transactions, produce_events, to_events
 from rtml_common.kafka import make_consumer
 from streaming.runner import StreamRunner
 from streaming.settings import StreamingSettings
-from tests.integration.test_streaming_scale_out import group_lag
+from tests.integration.group_offsets import group_lag
 
 pytestmark = pytest.mark.integration
 

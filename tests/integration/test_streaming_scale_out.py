@@ -16,11 +16,11 @@ import threading
 import time
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from feature_repo.store import apply_definitions
 from rtml.simulator import generate_transactions, produce_events, to_events
 from rtml_common.kafka import partition_counts
+from tests.integration.group_offsets import group_lag
 from streaming.settings import StreamingSettings
 from streaming.topology import build_topology
 from feature_repo.aggregations import AGGREGATIONS
@@ -28,24 +28,6 @@ from feature_repo.sources import SOURCES
 from tests.integration.test_streaming_engine import assert_converged
 
 pytestmark = pytest.mark.integration
-
-
-def group_lag(settings: StreamingSettings, group: str, topics: list[str]) -> tuple[int, dict[str, int]]:
-    """Records not yet committed by the group over ``topics``, and the committed offsets per topic."""
-    admin = KafkaAdminClient(**settings.kafka_client_config())
-    consumer = KafkaConsumer(**settings.kafka_client_config())
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        tps = [TopicPartition(t, p) for t, n in partition_counts(settings, topics).items() for p in range(n)]
-        ends = consumer.end_offsets(tps)
-        lag = sum(ends[tp] - max(0, committed[tp].offset if tp in committed else 0) for tp in tps)
-        per_topic: dict[str, int] = {}
-        for tp, meta in committed.items():
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, meta.offset)
-        return lag, per_topic
-    finally:
-        consumer.close()
-        admin.close()
 
 
 def test_two_processes_share_four_partitions_and_rebalances_move_state(tmp_path, kafka_broker, redis_server, unique):
