@@ -3,46 +3,32 @@
     .venv/bin/python -m benchmarks.restore [--entities 20000] [--days 30] [--checkpoint-hours 3] [--repeat 2] [--no-profile]
 
 Starts its own Kafka broker (``rtml.local.kafka.LocalKafka``) and generates a month of transactions
-for ``--entities`` customers at the fraud simulator's density (``rtml.simulator``: each customer
-draws Poisson(U(0, 4)) transactions a day, about 2, at noon-centred times, normal amounts around a
-customer mean drawn in U(5, 100)). A live ``FeatureEngine`` (``track_changes=True``) folds them in
-event-time order and, every ``--checkpoint-hours`` of event time, checkpoints as the runner does:
-drains the online values and sends ``take_changes()``'s day chunks to the state changelog. The
-same transactions go to the source topic as the simulator's JSON events. Then a fresh process (a
-restarted engine: new interpreter, empty state) rebuilds the state of all 4 partitions, two ways:
+for ``--entities`` customers at the fraud simulator's density (``rtml.simulator``: Poisson(U(0, 4))
+transactions a customer a day, noon-centred times, normal amounts around a U(5, 100) mean). A live
+``FeatureEngine`` (``track_changes=True``) folds them in event-time order and, every
+``--checkpoint-hours`` of event time, checkpoints as the runner does: drains the online values,
+then ``StateChangelog.take()`` and ``send()`` (``streaming.changelog``; the ``StateChangelog``
+creates its compacted topic). The same transactions go to the source topic as the simulator's
+JSON events. Then a fresh process (a restarted engine: new interpreter, empty state) rebuilds the
+state of all 4 partitions, two ways:
 
-(a) rtml: from the state changelog (``streaming.changelog``): a compacted topic
-    (``cleanup.policy=compact,delete``), 4 partitions, key ``chunk_key(entity, day)``, value the
-    packed chunk, partition ``partition_for(entity_key(entity), 4)``. Read with
-    ``read_partitions`` (a consumer from ``make_consumer`` with no group and the engine's
-    ``check_crcs``), keeping the newest record of each key, then each kept chunk's key parsed by
-    ``parse_key`` and merged by ``FeatureEngine.restore_chunk``, then ``finish_restore()``. A chunk
-    is rewritten at every checkpoint that changed it, so keys repeat (about 2 records per key here)
-    as they do in the active segment of a production changelog, which the log cleaner never
-    compacts (nor the dirty part of older segments); the distinct keys are reported too (a fully
-    compacted topic's record count).
-(a') the same records merged as they are read (``read_partitions`` straight into
-    ``restore_chunk``): ``merge_day`` adds a chunk, so a key's older versions are added too and the
-    tiles come out wrong; timed and counted (entities whose tiles differ), not asserted.
-(b) baseline, same run, same events: the replay the engine did before the changelog
-    (``streaming.restore.replay_partitions``): every source record of the month read back (the
-    horizon is the longest window + grace + a day, so a month is what it replays), decoded per poll
-    with ``streaming.validation.batch_decoder_for(TRANSACTIONS)`` (the columnar decoder: cheaper
-    than the per-record admission the runner's restore uses, so the baseline is, if anything,
-    flattered) and folded with ``FeatureEngine.apply`` into a scratch raw log cleared per poll, then
-    the online values drained and dropped as the runner's restore does.
+(a) rtml: ``StateChangelog.restore`` of the 4 changelog partitions, with the consumer
+    ``streaming.rebalance`` makes (``make_consumer(settings, None, None, check_crcs=...)``). A
+    chunk is rewritten at every checkpoint that changed it, so keys repeat, as in the never
+    compacted active segment; the distinct keys are reported too.
+(b) baseline: the replay the engine did before the changelog: every source record of the month
+    read back (``read_partitions``), decoded 20,000 at a time with
+    ``streaming.validation.batch_decoder_for(TRANSACTIONS)`` (cheaper than the runner's per-record
+    admission: the baseline is, if anything, flattered), folded with ``FeatureEngine.apply``, then
+    the online values drained and dropped as the runner's replay does.
 
-(a) and (b) are timed ``--repeat`` times each, each time in a fresh process, the fastest reported
-(the machine is shared: the restoring process's CPU seconds are reported too, and extrapolated).
-Both engines hold the customer aggregation only (``customer_spending``, keyed like the
-transactions topic); the terminal one would be restored the same way from its own changelog, and
-replayed from the repartition topic. Both are checked against the live engine: every entity's
-packed online tiles (``drain_rows`` over all entities) must be byte-identical. Only the restores
-are timed (consumer creation to ``finish_restore``); producing is not. Also reported: a read-only
-pass over each topic (fetch and record decoding alone: what Kafka and kafka-python cost), the
-engine state bytes per entity (RSS growth of the restoring process, and ``sys.getsizeof`` of the
-state's objects), the online bytes per entity, and a cProfile of restore (a). Prints a table and
-writes ``benchmarks/results/restore.json`` (one entry per entity count).
+Each is timed ``--repeat`` times in a fresh process (consumer creation to the restored state), the
+fastest reported, with the process's CPU seconds (the machine is shared). Both engines hold the
+customer aggregation only, and both must pack byte-identical online tiles to the live engine's
+for every entity (``drain_rows``). Also reported: a read-only pass over each topic (fetch and
+record decoding alone), state bytes per entity (RSS growth, and ``sys.getsizeof`` of the state's
+objects), online bytes per entity, and a cProfile of (a). Prints a table and writes
+``benchmarks/results/restore.json`` (one entry per entity count).
 """
 
 from __future__ import annotations
@@ -67,14 +53,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 from kafka import KafkaAdminClient, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from feature_repo.aggregations import CUSTOMER_SPENDING
 from feature_repo.sources import TRANSACTIONS
 from rtml.local.kafka import LocalKafka
-from rtml_common.kafka import ensure_topics, entity_key, make_consumer, make_producer
-from streaming.changelog import changelog_topic, chunk_key, parse_key, read_partitions
+from rtml_common.kafka import ensure_topics, entity_key, make_consumer, make_producer, partition_counts
+from streaming.changelog import StateChangelog, read_partitions
 from streaming.engine import FeatureEngine
 from streaming.process import tune_interpreter
 from streaming.repartition import partition_for
@@ -89,9 +74,7 @@ SIM_START = 1_522_540_800  # 2018-04-01T00:00:00Z, the simulator's first day
 AGG = CUSTOMER_SPENDING
 VIEW = AGG.feature_view
 SOURCE_TOPIC = TRANSACTIONS.topic
-CHANGELOG_TOPIC = changelog_topic(lambda name: name, VIEW)
-POLL_RECORDS = 20_000  # as read_partitions polls
-RETENTION_MS = 35 * DAY_S * 1000  # the source topics' retention: the longest window + grace and then some
+POLL_RECORDS = 20_000  # as read_partitions polls; the baseline decodes batches of this many
 READ_TIMEOUT_S = 900.0
 
 
@@ -197,28 +180,30 @@ def iso(t: np.ndarray) -> list[str]:
     return np.char.add(np.datetime_as_string(t.astype("datetime64[s]"), unit="s"), "Z").tolist()
 
 
-def create_changelog(settings: StreamingSettings) -> None:
+def topic_config(settings: StreamingSettings, topic: str) -> dict[str, str]:
+    """The topic's configs that differ from the broker's defaults (as created)."""
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
-        admin.create_topics([NewTopic(CHANGELOG_TOPIC, PARTITIONS, 1, topic_configs={
-            "cleanup.policy": "compact,delete", "retention.ms": str(RETENTION_MS)})])
-    except TopicAlreadyExistsError:
-        pass
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     finally:
         admin.close()
-    counts = ensure_topics(settings, [SOURCE_TOPIC, CHANGELOG_TOPIC], partitions=PARTITIONS)  # waits for both
-    if counts != {SOURCE_TOPIC: PARTITIONS, CHANGELOG_TOPIC: PARTITIONS}:
-        raise RuntimeError(f"unexpected partition counts {counts}")
+    return {name: entry["value"] for name, entry in described["topic"][topic].items()}
 
 
 def feed_and_produce(settings: StreamingSettings, n_entities: int, days: int, checkpoint_h: float, seed: int):
-    """The live engine after the month, and what was produced."""
+    """The live engine after the month, its changelog topic, and what was produced."""
     rng = np.random.default_rng(seed)
     mean_nb, mean_amount = rng.uniform(0, 4, n_entities), rng.uniform(5, 100, n_entities)
     n_terminals = 2 * n_entities
     part = [partition_for(entity_key(c), PARTITIONS) for c in range(n_entities)]  # the default partitioner's choice
     live = FeatureEngine(aggregations=(AGG,), grace_s=settings.grace_s, track_changes=True)
     producer = make_producer(settings, linger_ms=100, batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024)
+    ensure_topics(settings, [SOURCE_TOPIC], partitions=PARTITIONS)
+    changelog = StateChangelog(settings, live, producer, {VIEW: PARTITIONS})  # creates the changelog topic
+    topic = changelog.topics[VIEW]
+    counts = partition_counts(settings, [SOURCE_TOPIC, topic])
+    if counts != {SOURCE_TOPIC: PARTITIONS, topic: PARTITIONS}:
+        raise RuntimeError(f"unexpected partition counts {counts}")
     send, apply, dumps = producer.send, live.apply, orjson.dumps
     scratch: dict = {}
     stats = {"events": 0, "checkpoints": 0, "changelog_records": 0, "changelog_key_bytes": 0, "changelog_value_bytes": 0,
@@ -229,14 +214,13 @@ def feed_and_produce(settings: StreamingSettings, n_entities: int, days: int, ch
 
     def checkpoint() -> None:
         live.drain_online_values()  # written online (dropped here)
-        for view, chunks in live.take_changes().items():
-            for entity, day, blob in chunks:
-                key = chunk_key(entity, day)
-                send(CHANGELOG_TOPIC, key=key, value=blob, partition=part[entity])
-                keys.add(key)
-                stats["changelog_records"] += 1
-                stats["changelog_key_bytes"] += len(key)
-                stats["changelog_value_bytes"] += len(blob)
+        records = changelog.take()
+        changelog.send(records)
+        for _, _, key, value in records:
+            keys.add(key)
+            stats["changelog_key_bytes"] += len(key)
+            stats["changelog_value_bytes"] += len(value)
+        stats["changelog_records"] += len(records)
         stats["checkpoints"] += 1
 
     for day in range(days):
@@ -267,119 +251,85 @@ def feed_and_produce(settings: StreamingSettings, n_entities: int, days: int, ch
     stats["changelog_keys"] = len(keys)
     stats["seconds"] = round(time.perf_counter() - t0, 1)
     stats["live_fold_seconds"] = round(feed_s, 1)
-    return live, stats
+    return live, topic, stats
 
 
 # -- the restores, each in a fresh process ------------------------------------------------------
-def _read_source(consumer, tps: list[TopicPartition], on_batch, timeout_s: float) -> int:
-    """``read_partitions``' loop with a whole poll's records per call (the baseline decodes per batch)."""
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    ends = consumer.end_offsets(tps)
-    todo = {tp for tp in tps if ends[tp] > consumer.position(tp)}
-    deadline, n = time.monotonic() + timeout_s, 0
-    while todo:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"source {sorted(str(tp) for tp in todo)} not read within {timeout_s:.0f}s")
-        for tp, records in consumer.poll(timeout_ms=200, max_records=POLL_RECORDS).items():
-            on_batch(records)
-            n += len(records)
-            if consumer.position(tp) >= ends[tp]:
-                todo.discard(tp)
-    return n
-
-
 def _restore(kind: str, mode: str, bootstrap: str, home: str, broker_pid: int) -> dict:
     """Rebuild the state of all partitions; ``mode`` restore, read (fetch only) or profile (restore under cProfile).
 
-    ``kind``: ``changelog`` (a): the newest record of each key kept while reading (what a compacted topic
-    means: the active segment is never compacted, so a key's older records are still there), then each
-    merged; ``changelog-naive``: every record merged as it is read (``read_partitions`` straight into
-    ``restore_chunk``), which merges a chunk's older versions too; ``replay`` (b): the source topic.
+    ``kind``: ``changelog`` (a): ``StateChangelog.restore``; ``replay`` (b): the source topic folded again.
     """
     settings = StreamingSettings(home=Path(home), kafka_bootstrap=bootstrap, metrics_port=0)
     tune_interpreter(settings)  # as `python -m streaming` does: this process is the engine's
-    changelog = kind.startswith("changelog")
+    changelog = kind == "changelog"
     engine = FeatureEngine(aggregations=(AGG,), grace_s=settings.grace_s, track_changes=changelog)
-    topic = CHANGELOG_TOPIC if changelog else SOURCE_TOPIC
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     counts = {"bytes": 0, "invalid": 0}
-    merge = None  # the changelog's second step, after reading
+
+    def count_record(key: bytes, value: bytes) -> None:
+        counts["bytes"] += len(key) + len(value)
 
     if changelog:
-        key_type, restore_chunk = AGG.key_type, engine.restore_chunk
-        latest: dict[bytes, bytes | None] = {}
-
-        def merge_each(key: bytes, value: bytes | None) -> None:
-            if value is not None:  # a tombstone: the chunk is gone
-                entity, _ = parse_key(key, key_type)
-                restore_chunk(VIEW, entity, value)
-
-        def keep_newest(key: bytes, value: bytes | None) -> None:
-            latest[key] = value
-
-        def count_record(key: bytes, value: bytes) -> None:
-            counts["bytes"] += len(key) + len(value)
-
-        on_record = count_record if mode == "read" else merge_each if kind == "changelog-naive" else keep_newest
+        state_log = StateChangelog(settings, engine, None, {VIEW: PARTITIONS})  # as the runner's, built before any restore
+        topic = state_log.topics[VIEW]
 
         def read(consumer) -> int:
-            return read_partitions(consumer, tps, on_record, READ_TIMEOUT_S)
-
-        if kind == "changelog" and mode != "read":
-            def merge() -> None:
-                for key, value in latest.items():
-                    merge_each(key, value)
-                counts["keys"] = len(latest)
-                latest.clear()
+            if mode == "read":  # partition by partition, as the restore reads
+                return sum(read_partitions(consumer, [TopicPartition(topic, p)], count_record, READ_TIMEOUT_S)
+                           for p in range(PARTITIONS))
+            records, empty = state_log.restore(consumer, {VIEW: list(range(PARTITIONS))}, READ_TIMEOUT_S)
+            if empty:
+                raise AssertionError(f"changelog partitions {sorted(empty)} held nothing")
+            return records
     else:
-        decode, apply, scratch = batch_decoder_for(TRANSACTIONS), engine.apply, {}
+        tps = [TopicPartition(SOURCE_TOPIC, p) for p in range(PARTITIONS)]
+        decode, apply, scratch, batch = batch_decoder_for(TRANSACTIONS), engine.apply, {}, []
 
-        def on_batch(records) -> None:
-            for event in decode([rec.value for rec in records]):
+        def fold() -> None:
+            for event in decode(batch):
                 if type(event) is dict:
                     apply("transactions", event, scratch)
                 else:
                     counts["invalid"] += 1
             scratch.clear()  # raw rows: logged by whoever processed these records first
+            batch.clear()
 
-        def count_batch(records) -> None:
-            counts["bytes"] += sum(len(rec.key) + len(rec.value) for rec in records)
+        def add(key: bytes, value: bytes) -> None:
+            batch.append(value)
+            if len(batch) == POLL_RECORDS:
+                fold()
 
         def read(consumer) -> int:
-            return _read_source(consumer, tps, count_batch if mode == "read" else on_batch, READ_TIMEOUT_S)
+            n = read_partitions(consumer, tps, count_record if mode == "read" else add, READ_TIMEOUT_S)
+            fold()
+            return n
 
     profiler = cProfile.Profile() if mode == "profile" else None
     gc.collect()
     rss0, load0 = rss_bytes(), load_avg()
     broker0, cpu0 = process_cpu_seconds(broker_pid), cpu_seconds()
     t0 = time.perf_counter()
-    # The engine's consumer settings (as its restore consumer: check_crcs off, or kafka-python's slow record loop
-    # runs instead of rtml_common.kafka_records'); no group: assigned partitions.
+    # The consumer streaming.rebalance restores with: no group (assigned partitions), the engine's check_crcs
+    # (off: rtml_common.kafka_records' decoder instead of kafka-python's slow record loop).
     consumer = make_consumer(settings, None, None, check_crcs=settings.check_crcs)
     t1 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
     records = read(consumer)
-    t2 = time.perf_counter()
-    if merge is not None:
-        merge()
-    t_merge = time.perf_counter()
-    if mode != "read":
-        if changelog:
-            engine.finish_restore()
-        else:
-            engine.drain_online_values()  # the runner's restore: these values are online already
     if profiler is not None:
         profiler.disable()
+    t2 = time.perf_counter()
+    if mode != "read" and not changelog:
+        engine.drain_online_values()  # the runner's replay: these values are online already
     t3 = time.perf_counter()
     cpu, broker_cpu = cpu_seconds() - cpu0, process_cpu_seconds(broker_pid) - broker0
     consumer.close(autocommit=False)
     out = {"kind": kind, "mode": mode, "records": records, "seconds": round(t3 - t0, 3),
-           "connect_seconds": round(t1 - t0, 3), "read_seconds": round(t2 - t1, 3), "merge_seconds": round(t_merge - t2, 3),
-           "finish_seconds": round(t3 - t_merge, 3),
+           "connect_seconds": round(t1 - t0, 3), ("read_seconds" if mode == "read" else "restore_seconds"): round(t2 - t1, 3),
            "cpu_seconds": round(cpu, 2), "broker_cpu_seconds": round(broker_cpu, 2), "load_avg_before": load0,
            "load_avg_after": load_avg()}
+    if mode != "read" and not changelog:
+        out["drain_seconds"] = round(t3 - t2, 3)
     if mode == "read":
         out["bytes"] = counts["bytes"]
         return out
@@ -387,12 +337,12 @@ def _restore(kind: str, mode: str, bootstrap: str, home: str, broker_pid: int) -
         raise AssertionError(f"{counts['invalid']} source records did not decode")
     states = engine.state[VIEW]
     entities = len(states)
-    if "keys" in counts:
-        out["keys_merged"] = counts["keys"]
     out.update(entities=entities, tiles=sum(len(st.keys) for st in states.values()),
                events_remembered=sum(len(st.events) for st in states.values()))
     if profiler is not None:
         out["profile"] = top_functions(profiler)
+        out["phases"] = {phase: round(cumulative_seconds(profiler, name), 3)
+                         for phase, name in (("read", "read_partitions"), ("merge", "restore_chunk"), ("finish", "finish_restore"))}
         return out
     gc.collect()
     grown = rss_bytes() - rss0
@@ -401,6 +351,11 @@ def _restore(kind: str, mode: str, bootstrap: str, home: str, broker_pid: int) -
                state_bytes_per_entity_objects=round(state_objects_bytes(engine) / entities))
     out["digests"], _ = digests(engine)
     return out
+
+
+def cumulative_seconds(profiler: cProfile.Profile, function: str) -> float:
+    """Cumulative seconds of the profiled functions named ``function``."""
+    return sum(ct for (_, _, name), (_, _, _, ct, _) in pstats.Stats(profiler).stats.items() if name == function)
 
 
 def top_functions(profiler: cProfile.Profile, n: int = 15) -> list[dict]:
@@ -473,18 +428,16 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.monotonic()
     result: dict = {"machine": machine(), "entities_asked": args.entities,
                     "settings": {"days": args.days, "checkpoint_hours": args.checkpoint_hours, "partitions": PARTITIONS,
-                                 "aggregation": VIEW, "changelog_topic": CHANGELOG_TOPIC,
-                                 "changelog_config": {"cleanup.policy": "compact,delete", "retention.ms": RETENTION_MS},
-                                 "poll_max_records": POLL_RECORDS, "seed": args.seed}}
+                                 "aggregation": VIEW, "poll_max_records": POLL_RECORDS, "seed": args.seed}}
     root = Path(tempfile.mkdtemp(prefix="rtml-bench-restore-"))
     broker = start_broker(root)
     try:
         settings = StreamingSettings(home=root / "rtml", kafka_bootstrap=broker.bootstrap, metrics_port=0)
         result["settings"]["grace_s"] = settings.grace_s
         tune_interpreter(settings)
-        create_changelog(settings)
         print(f"feeding the live engine a month for {args.entities:,} customers, producing source and changelog ...", flush=True)
-        live, fed = feed_and_produce(settings, args.entities, args.days, args.checkpoint_hours, args.seed)
+        live, changelog_topic, fed = feed_and_produce(settings, args.entities, args.days, args.checkpoint_hours, args.seed)
+        result["settings"].update(changelog_topic=changelog_topic, changelog_config=topic_config(settings, changelog_topic))
         live_digests, sizes = digests(live)
         n = len(live_digests)  # customers with at least one transaction
         result["entities"] = n
@@ -498,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
                                "key_bytes": fed["changelog_key_bytes"], "value_bytes": fed["changelog_value_bytes"],
                                "mean_record_bytes": round((fed["changelog_key_bytes"] + fed["changelog_value_bytes"])
                                                           / fed["changelog_records"]),
-                               "disk_bytes": topic_disk_bytes(broker, CHANGELOG_TOPIC),
+                               "disk_bytes": topic_disk_bytes(broker, changelog_topic),
                                "records_per_entity": round(fed["changelog_records"] / n, 1)}
         a = np.asarray(sizes)
         result["online_bytes_per_entity"] = {"mean": round(float(a.mean())), "max": int(a.max())}
@@ -509,32 +462,24 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"    {fed['events']:,} events for {n:,} customers, {fed['changelog_records']:,} changelog records "
               f"({fed['changelog_keys']:,} keys) in {fed['seconds']:.0f}s", flush=True)
 
-        for name, kind in (("rtml", "changelog"), ("baseline", "replay"), ("rtml_naive", "changelog-naive")):
-            label = {"changelog": "(a) rtml: restore from the changelog, newest record per key",
-                     "replay": "(b) baseline: replay of the source topic",
-                     "changelog-naive": "(a') every changelog record merged as read (read_partitions -> restore_chunk)"}[kind]
+        for name, kind, label in (("rtml", "changelog", "(a) rtml: StateChangelog.restore"),
+                                  ("baseline", "replay", "(b) baseline: replay of the source topic")):
             print(f"{label} ...", flush=True)
             runs = []
-            for _ in range(1 if kind == "changelog-naive" else max(1, args.repeat)):
+            for _ in range(max(1, args.repeat)):
                 r = run_restore(kind, "restore", broker.bootstrap, root / "rtml", broker.proc.pid)
                 restored = r.pop("digests")
                 missing = set(live_digests) ^ set(restored)
                 differing = sum(1 for e, d in live_digests.items() if restored.get(e, d) != d)
                 r["check"] = {"entities_compared": len(live_digests), "entity_sets_differ_by": len(missing),
                               "entities_with_different_tiles": differing}
-                if kind != "changelog-naive":
-                    assert not missing and not differing, f"{name} restore differs from the live engine: {r['check']}"
+                assert not missing and not differing, f"{name} restore differs from the live engine: {r['check']}"
                 runs.append(r)
             r = min(runs, key=lambda x: x["seconds"])
             r["seconds_all"] = [x["seconds"] for x in runs]
             r["cpu_seconds_all"] = [x["cpu_seconds"] for x in runs]
             per_entity(r, n)
             result[name] = r
-            if kind == "changelog-naive":  # expected to differ: a key's older records are merged too
-                print(f"    {r['seconds']:.2f}s; tiles differ from the live engine's for {differing:,} of {n:,} entities "
-                      f"({r['tiles'] / n:.1f} tiles per entity restored, {result['live_state']['tiles_per_entity']} live)",
-                      flush=True)
-                continue
             assert r["entities"] == n
             r["read_only"] = run_restore(kind, "read", broker.bootstrap, root / "rtml", broker.proc.pid)
             print(f"    {r['seconds']:.2f}s ({r['records']:,} records; read-only pass {r['read_only']['seconds']:.2f}s), "
@@ -544,9 +489,10 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.no_profile:
             print("cProfile of restore (a) ...", flush=True)
             p = run_restore("changelog", "profile", broker.bootstrap, root / "rtml", broker.proc.pid)
-            result["profile_rtml"] = {"seconds_under_profile": p["seconds"], "read_seconds": p["read_seconds"],
-                                      "merge_seconds": p["merge_seconds"], "finish_seconds": p["finish_seconds"],
-                                      "top_by_own_time": p["profile"]}
+            result["profile_rtml"] = {"seconds_under_profile": p["restore_seconds"],
+                                      "read_partitions_seconds": p["phases"]["read"],
+                                      "restore_chunk_seconds": p["phases"]["merge"],
+                                      "finish_restore_seconds": p["phases"]["finish"], "top_by_own_time": p["profile"]}
     finally:
         broker.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -564,17 +510,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"online bytes per entity: mean {o['mean']:,}, max {o['max']:,}; tiles per entity {result['live_state']['tiles_per_entity']}")
     for name in ("rtml", "baseline"):
         r = result[name]
-        print(f"{name:8}: connect {r['connect_seconds']:.2f}s, read {r['read_seconds']:.2f}s, merge {r['merge_seconds']:.2f}s, "
-              f"finish {r['finish_seconds']:.2f}s; RSS +{r['rss_delta_mb']} MiB (peak +{r['peak_rss_delta_mb']}); load {r['load_avg_before']} -> {r['load_avg_after']}")
-    r = result["rtml_naive"]
-    print(f"every record merged as read: {r['seconds']:.2f}s, tiles differ for {r['check']['entities_with_different_tiles']:,} "
-          f"of {result['entities']:,} entities (a chunk's older versions are merged as well)")
+        drain = f", drain {r['drain_seconds']:.2f}s" if "drain_seconds" in r else ""
+        print(f"{name:8}: connect {r['connect_seconds']:.2f}s, restore {r['restore_seconds']:.2f}s{drain}; "
+              f"RSS +{r['rss_delta_mb']} MiB (peak +{r['peak_rss_delta_mb']}); load {r['load_avg_before']} -> {r['load_avg_after']}")
     print(f"changelog restore is {result['speedup']}x faster than the replay")
     if "profile_rtml" in result:
         p = result["profile_rtml"]
-        print(f"\ncProfile of (a): {p['seconds_under_profile']:.2f}s under the profiler "
-              f"(read {p['read_seconds']:.2f}s, merge {p['merge_seconds']:.2f}s, finish_restore {p['finish_seconds']:.2f}s); "
-              "top by own time:")
+        print(f"\ncProfile of (a): {p['seconds_under_profile']:.2f}s under the profiler (read_partitions "
+              f"{p['read_partitions_seconds']:.2f}s, restore_chunk {p['restore_chunk_seconds']:.2f}s, finish_restore "
+              f"{p['finish_restore_seconds']:.2f}s); top by own time:")
         for f in p["top_by_own_time"]:
             print(f"  {f['own_s']:7.3f}s {100 * f['own_share']:5.1f}%  {f['calls']:>10,}  {f['function']}")
     print(f"load average: start {result['machine']['load_avg']}, end {result['load_avg_end']} (1 / 5 / 15 min)")
