@@ -229,11 +229,13 @@ def test_wrong_shape_over_tritonclient_is_400(server):
 def test_grpc_errors_keep_their_status(server):
     n = 20000
     big = dict(customers=list(range(n)), terminals=[10] * n, amounts=[1.0] * n, epochs=[MON_NOON] * n)
-    missing, unknown, oversized = grpc_calls(
+    missing, unknown, oversized, now = grpc_calls(
         f"127.0.0.1:{server.grpc_port}",
-        [grpc_infer(**BATCH, drop=("tx_datetime",)), grpc_infer(**BATCH, model="no-such-model"), grpc_infer(**big)],
+        [grpc_infer(**BATCH, drop=("tx_amount",)), grpc_infer(**BATCH, model="no-such-model"), grpc_infer(**big),
+         grpc_infer(**BATCH, drop=("tx_datetime",))],
     )
-    assert missing["error"]["status"] == "StatusCode.INVALID_ARGUMENT" and "tx_datetime" in missing["error"]["message"]
+    assert missing["error"]["status"] == "StatusCode.INVALID_ARGUMENT" and "tx_amount" in missing["error"]["message"]
+    assert "error" not in now and len(now["outputs"]["fraud_probability"]) == len(BATCH["customers"])  # windows at the request time
     assert unknown["error"]["status"] == "StatusCode.NOT_FOUND"
     assert oversized["error"]["status"] == "StatusCode.RESOURCE_EXHAUSTED"
 
