@@ -1,16 +1,17 @@
-"""The engine's state changelog: each entity's state, in day chunks, on a compacted Kafka topic.
+"""The engine's state changelog: each entity's state, in chunks of event time, on a compacted Kafka topic.
 
 A restarted or rebalanced engine restores the state of its partitions by reading their
-changelog partitions (one record per entity and day of event time) instead of replaying weeks
+changelog partitions (one record per entity and chunk of event time, ``RTML_STATE_CHUNK_DAYS`` days,
+7 by default) instead of replaying weeks
 of source topics. Kafka Streams and Quix Streams keep their state stores the same way.
 
 * **Topic.** ``<prefix>rtml-<feature view>-changelog``, as many partitions as the aggregation's
   input topics (they are co-partitioned), ``cleanup.policy=compact,delete``: compaction keeps
-  the newest record of each key, and ``retention.ms`` (the source topics' retention) drops day
+  the newest record of each key, and ``retention.ms`` (the windows' horizon plus two days) drops
   chunks nobody rewrote for that long; their tiles are outside every window by then.
-* **Records.** Key ``<entity>/<day>`` (day = event-time day of the chunk), sent to the partition
+* **Records.** Key ``<entity>/<chunk>`` (chunk = event time // the chunk span), sent to the partition
   Kafka's default partitioner gives the entity's own key (``rtml_common.kafka.entity_key``), so
-  an entity's chunks live in the partition number its events do. The value packs that day's
+  an entity's chunks live in the partition number its events do. The value packs that chunk's
   remembered events and labels, its tiles, and the entity's running maxima (newest tile, newest
   event time, newest label time, last online stamp), which a restore merges by taking the max.
 * **When.** The chunks changed since the last checkpoint are packed on the polling thread when a
@@ -36,6 +37,8 @@ from streaming.repartition import partition_for
 from streaming.windows import EntityState, _Timeline
 
 DAY_US = 86_400_000_000
+# Largest chunk record: an entity with more events than fit (about 500,000 in one chunk span) needs a shorter span.
+MAX_CHUNK_BYTES = 8 << 20
 _HEAD = struct.Struct("<4sIIIIqddd")  # magic, events, labels, tiles, row width, max tile, last time, known, written
 _MAGIC = b"RTS1"
 _SWAP = sys.byteorder != "little"
@@ -65,13 +68,13 @@ def _span(times: array, lo: int, hi: int) -> tuple[int, int]:
     return bisect_left(times, lo), bisect_left(times, hi)
 
 
-def pack_day(st: EntityState, day: int, tile_us: int) -> bytes:
-    """One day's chunk of an entity's state (see the module docstring)."""
-    lo_us, hi_us = day * DAY_US, (day + 1) * DAY_US
+def pack_chunk(st: EntityState, chunk: int, tile_us: int, span_us: int) -> bytes:
+    """One chunk (event times in ``[chunk * span_us, (chunk + 1) * span_us)``) of an entity's state."""
+    lo_us, hi_us = chunk * span_us, (chunk + 1) * span_us
     e0, e1 = _span(st.events.times, lo_us, hi_us)
     labels = st.labels
     l0, l1 = _span(labels.times, lo_us, hi_us) if labels is not None else (0, 0)
-    t0, t1 = _span(st.keys, -(-lo_us // tile_us), -(-hi_us // tile_us))  # tiles starting in the day
+    t0, t1 = _span(st.keys, -(-lo_us // tile_us), -(-hi_us // tile_us))  # tiles starting in the chunk
     w1 = len(st.rows) // len(st.keys) if st.keys else 0
     head = _HEAD.pack(_MAGIC, e1 - e0, l1 - l0, t1 - t0, w1, st.max_tile, st.last_time, st.known, st.written)
     parts = [head, _bytes(st.events.times[e0:e1]), _bytes(st.events.ids[e0:e1])]
@@ -81,10 +84,10 @@ def pack_day(st: EntityState, day: int, tile_us: int) -> bytes:
     return b"".join(parts)
 
 
-def merge_day(st: EntityState, chunk: bytes) -> None:
-    """Add one day's chunk to ``st`` (chunks of one entity may come in any day order; ``finish`` sorts).
+def merge_chunk(st: EntityState, chunk: bytes) -> None:
+    """Add one packed chunk to ``st`` (an entity's chunks may come in any order; ``finish`` sorts).
 
-    Each day must be merged once, from its newest record: chunks add up, they do not replace."""
+    Each chunk must be merged once, from its newest record: chunks add up, they do not replace."""
     magic, ne, nl, nt, w1, max_tile, last_time, known, written = _HEAD.unpack_from(chunk)
     if magic != _MAGIC:
         raise ValueError(f"not a state changelog record (magic {magic!r})")
@@ -106,7 +109,7 @@ def merge_day(st: EntityState, chunk: bytes) -> None:
 
 
 def finish(st: EntityState) -> None:
-    """Sort a restored state's arrays by time and tile (its day chunks arrived in any order)."""
+    """Sort a restored state's arrays by time and tile (its chunks arrived in any order)."""
     for timeline in (st.events, st.labels):
         if timeline is not None and any(a > b for a, b in zip(timeline.times, timeline.times[1:])):
             pairs = sorted(zip(timeline.times, timeline.ids))
@@ -119,21 +122,15 @@ def finish(st: EntityState) -> None:
         st.rows = array("d", [v for i in order for v in st.rows[i * w1:(i + 1) * w1]])
 
 
-def days_of(t_us: int, tile: int, tile_us: int) -> tuple[int, int]:
-    """The chunks an event at ``t_us`` in tile ``tile`` changes: its own day, and its tile's (the same unless
-    the tile size does not divide a day)."""
-    return t_us // DAY_US, tile * tile_us // DAY_US
-
-
-def chunk_key(entity, day: int) -> bytes:
-    """The record key of an entity's day chunk."""
-    return f"{entity}/{day}".encode()
+def chunk_key(entity, chunk: int) -> bytes:
+    """The record key of an entity's chunk."""
+    return f"{entity}/{chunk}".encode()
 
 
 def parse_key(key: bytes, key_type: str):
-    """(entity, day) of a chunk's record key; ``key_type`` is the aggregation's (``int`` or ``str``)."""
-    entity, _, day = key.decode().rpartition("/")
-    return (int(entity) if key_type == "int" else entity), int(day)
+    """(entity, chunk) of a chunk's record key; ``key_type`` is the aggregation's (``int`` or ``str``)."""
+    entity, _, chunk = key.decode().rpartition("/")
+    return (int(entity) if key_type == "int" else entity), int(chunk)
 
 
 def read_partitions(consumer, tps: list[TopicPartition], on_record: Callable[[bytes, bytes | None], None],
@@ -173,14 +170,15 @@ class StateChangelog:
         retention_s = max(a.horizon.total_seconds() for a in engine.aggregations) + settings.grace_s + 2 * 86400
         for view, topic in self.topics.items():
             ensure_topics(settings, [topic], partitions=partitions[view],
-                          configs={"cleanup.policy": "compact,delete", "retention.ms": str(int(retention_s * 1000))})
+                          configs={"cleanup.policy": "compact,delete", "retention.ms": str(int(retention_s * 1000)),
+                                   "max.message.bytes": str(MAX_CHUNK_BYTES)})
 
     def take(self) -> list[tuple[str, int, bytes, bytes]]:
         """(topic, partition, key, value) of every chunk changed since the last call."""
         out = []
         for view, chunks in self.engine.take_changes().items():
             topic, n = self.topics[view], self.partitions[view]
-            out += [(topic, partition_for(entity_key(e), n), chunk_key(e, day), value) for e, day, value in chunks]
+            out += [(topic, partition_for(entity_key(e), n), chunk_key(e, c), value) for e, c, value in chunks]
         return out
 
     def send(self, records: list[tuple[str, int, bytes, bytes]]) -> None:

@@ -22,7 +22,7 @@ from typing import Iterable
 from feature_repo.aggregations import AGGREGATIONS, EntityAggregation
 from feature_repo.sources import SOURCES, EventSource
 from feature_repo.tiles import TILES_FEATURE, layout_for
-from streaming.changelog import finish, merge_day, pack_day
+from streaming.changelog import DAY_US, finish, merge_chunk, pack_chunk
 from streaming.topology import Stream
 from streaming.windows import EntityRoute, EntityState, drain_rows, keep_tiles
 
@@ -45,13 +45,14 @@ class FeatureEngine:
 
     ``grace_s``: how much older than an entity's newest event a request may be and still find
     every tile its windows need; tiles and remembered events are kept that much longer
-    (``streaming.windows.keep_tiles``). ``track_changes`` keeps the (entity, day) chunks each
-    event changes for the state changelog (``take_changes``, ``streaming.changelog``).
+    (``streaming.windows.keep_tiles``). ``track_changes`` keeps the (entity, chunk) pairs each
+    event changes for the state changelog (``take_changes``, ``streaming.changelog``; chunks span
+    ``chunk_days`` of event time).
     """
 
     def __init__(self, aggregations: tuple[EntityAggregation, ...] = AGGREGATIONS,
                  sources: tuple[EventSource, ...] = SOURCES, streams: Iterable[Stream] | None = None, grace_s: float = 0.0,
-                 track_changes: bool = False):
+                 track_changes: bool = False, chunk_days: int = 7):
         self.aggregations = aggregations
         self.sources = {s.name: s for s in sources}
         self.layouts = {a.feature_view: layout_for(a) for a in aggregations}
@@ -59,6 +60,7 @@ class FeatureEngine:
         self.state: dict[str, dict[int, EntityState]] = {a.feature_view: {} for a in aggregations}
         self._dirty: dict[str, set[int]] = {a.feature_view: set() for a in aggregations}
         self._changes: dict[str, set] | None = {a.feature_view: set() for a in aggregations} if track_changes else None
+        self.chunk_us = chunk_days * DAY_US
         if streams is None:
             streams = [Stream(s.name, s.topic, s, tuple(a.feature_view for a in aggregations), is_source=True) for s in sources]
         self._routes: dict[str, list[EntityRoute]] = defaultdict(list)
@@ -75,7 +77,7 @@ class FeatureEngine:
                         view = agg.feature_view
                         changes = self._changes[view] if self._changes is not None else None
                         self._routes[stream.name].append(
-                            EntityRoute(agg, inp, self.state[view], self._dirty[view], self.keep[view], changes))
+                            EntityRoute(agg, inp, self.state[view], self._dirty[view], self.keep[view], changes, self.chunk_us))
         self._since_sweep = 0
         self.changed = False  # whether the last ``apply`` changed anything (False: every route saw a replay)
 
@@ -133,12 +135,13 @@ class FeatureEngine:
         return out
 
     def take_changes(self) -> dict[str, list[tuple[object, int, bytes]]]:
-        """The day chunks changed since the last call, by feature view: ``(entity, day, packed chunk)``."""
+        """The chunks changed since the last call, by feature view: ``(entity, chunk, packed chunk)``."""
         out: dict[str, list[tuple[object, int, bytes]]] = {}
         for view, changes in (self._changes or {}).items():
             if changes:
                 states, tile_us = self.state[view], self.layouts[view].tile_us
-                out[view] = [(e, day, pack_day(states[e], day, tile_us)) for e, day in changes if e in states]
+                span = self.chunk_us
+                out[view] = [(e, c, pack_chunk(states[e], c, tile_us, span)) for e, c in changes if e in states]
                 changes.clear()
         return out
 
@@ -147,7 +150,7 @@ class FeatureEngine:
         st = self.state[view].get(entity)
         if st is None:
             st = self.state[view][entity] = EntityState()
-        merge_day(st, chunk)
+        merge_chunk(st, chunk)
 
     def finish_restore(self) -> None:
         """Order and prune restored states; they are in the online store already, so nothing is dirty."""

@@ -37,7 +37,7 @@ from rtml_common.kafka import make_consumer, make_producer
 from streaming import metrics
 from streaming.admission import Admission
 from streaming.checkpoint import Checkpointer
-from streaming.changelog import StateChangelog
+from streaming.changelog import MAX_CHUNK_BYTES, StateChangelog
 from streaming.engine import FeatureEngine
 from streaming.metrics import RunStats
 from streaming.offline import EpochOfflineLog
@@ -64,12 +64,13 @@ class StreamRunner:
         counts = create_topics(settings, self.topology, settings.partitions)
         self.forwards = Forwards(self.topology, counts)
         self.engine = FeatureEngine(streams=self.topology.values(), grace_s=settings.grace_s,
-                                    track_changes=settings.state_changelog)
+                                    track_changes=settings.state_changelog, chunk_days=settings.state_chunk_days)
         self.store = store or open_store(settings)
         self.offline = EpochOfflineLog(settings.offline_path, self.engine.timestamp_columns)
         self.stats = RunStats()
         self.online = OnlineWriteScheduler(settings, self.store, self.engine, self.stats, write_listener)
-        self.producer = make_producer(settings)
+        # A state changelog record holds an entity's chunk of state: allow them up to the topic's limit.
+        self.producer = make_producer(settings, **({"max_request_size": MAX_CHUNK_BYTES} if settings.state_changelog else {}))
         self.changelog = None
         if settings.state_changelog:
             views = {a.feature_view: next(counts[t] for t, st in self.topology.items() if a.feature_view in st.views)

@@ -38,10 +38,13 @@ class StreamingSettings(KafkaSettings, FeatureStoreSettings):
         "DLQ with reason 'future' (timestamps outside what the stores represent get reason 'range').")
     metrics_port: int = Field(9100, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     state_changelog: bool = Field(
-        True, description="Keep each entity's state (remembered events, tiles) in day chunks on a compacted changelog "
+        True, description="Keep each entity's state (remembered events, tiles) in chunks on a compacted changelog "
                           "topic per feature view (rtml-<view>-changelog) and restore assigned partitions from it; "
                           "off, or where it holds nothing for a partition (a first start), assigned partitions are "
                           "replayed from their source topics instead.")
+    state_chunk_days: int = Field(
+        7, ge=1, description="Days of event time per state changelog record of an entity: longer spans mean fewer "
+                             "records to write and to restore, shorter ones smaller rewrites of a busy entity's chunk.")
     restore_timeout_s: float = Field(
         900.0, gt=0, description="Longest the state rebuild of assigned partitions (from the state changelog, or a "
                                  "replay up to the group's committed offsets; at start-up and after every rebalance) may "

@@ -166,10 +166,10 @@ class EntityRoute:
     """
 
     __slots__ = ("join_key", "is_event", "time_field", "id_field", "value_field", "known_field", "layout",
-                 "tile_us", "keep", "columns", "labels_index", "states", "dirty", "changes")
+                 "tile_us", "keep", "columns", "labels_index", "states", "dirty", "changes", "chunk_us")
 
     def __init__(self, agg: EntityAggregation, inp: AggregationInput, states: dict, dirty: set, keep: int,
-                 changes: set | None = None):
+                 changes: set | None = None, chunk_us: int = DAY_US):
         self.layout = layout = layout_for(agg)
         self.join_key, self.is_event = agg.join_key, inp.role == "event"
         self.time_field, self.id_field, self.value_field, self.known_field = inp.time_field, inp.id_field, inp.value_field, inp.known_field
@@ -178,7 +178,8 @@ class EntityRoute:
         self.columns = layout.event_columns  # (IR index, kind, field) of sums, minima, maxima
         self.labels_index = layout.labels_index
         self.states, self.dirty = states, dirty
-        self.changes = changes  # (entity, day) chunks changed, for the state changelog (None: not kept)
+        self.changes = changes  # (entity, chunk) changed, for the state changelog (None: not kept)
+        self.chunk_us = chunk_us  # the changelog's chunk span
 
     def apply(self, event: Mapping) -> bool:
         t = event[self.time_field]
@@ -230,12 +231,12 @@ class EntityRoute:
             st.max_tile = k
         self.dirty.add(entity_id)
         changes = self.changes
-        if changes is not None:  # streaming.changelog's day chunks: the event's day and its tile's
-            day = t_us // DAY_US
-            changes.add((entity_id, day))
-            tile_day = k * self.tile_us // DAY_US
-            if tile_day != day:
-                changes.add((entity_id, tile_day))
+        if changes is not None:  # streaming.changelog's chunks: the event's, and its tile's when the tile straddles two
+            chunk = t_us // self.chunk_us
+            changes.add((entity_id, chunk))
+            tile_chunk = k * self.tile_us // self.chunk_us
+            if tile_chunk != chunk:
+                changes.add((entity_id, tile_chunk))
         return True
 
 
