@@ -139,19 +139,6 @@ def digests(engine: FeatureEngine) -> tuple[dict[int, bytes], list[int]]:
             [len(values[0]) for _, _, values in rows])
 
 
-def state_objects_bytes(engine: FeatureEngine) -> int:
-    """``sys.getsizeof`` of every object of the engine's tile state (dicts, keys, states, arrays, floats)."""
-    size = sys.getsizeof
-    total = 0
-    for states in engine.state.values():
-        total += size(states)
-        for key, st in states.items():
-            total += size(key) + size(st) + size(st.keys) + size(st.rows) + size(st.max_tile)
-            total += size(st.last_time) + size(st.known) + size(st.written)
-            for timeline in (st.events, st.labels):
-                if timeline is not None:
-                    total += size(timeline) + size(timeline.times) + size(timeline.ids)
-    return total
 
 
 # -- the month: generated, fed to the live engine, produced to both topics -----------------------
@@ -348,7 +335,7 @@ def _restore(kind: str, mode: str, bootstrap: str, home: str, broker_pid: int) -
     grown = rss_bytes() - rss0
     out.update(rss_delta_mb=round(grown / 2**20, 1), peak_rss_delta_mb=round((peak_rss_bytes() - rss0) / 2**20, 1),
                state_bytes_per_entity_rss=round(grown / entities),
-               state_bytes_per_entity_objects=round(state_objects_bytes(engine) / entities))
+               state_bytes_per_entity_objects=round(engine.state_bytes() / entities))
     out["digests"], _ = digests(engine)
     return out
 
@@ -456,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         a = np.asarray(sizes)
         result["online_bytes_per_entity"] = {"mean": round(float(a.mean())), "max": int(a.max())}
         result["live_state"] = {"tiles_per_entity": round(live.tile_count() / n, 1),
-                                "state_bytes_per_entity_objects": round(state_objects_bytes(live) / n)}
+                                "state_bytes_per_entity_objects": round(live.state_bytes() / n)}
         del live
         gc.collect()
         print(f"    {fed['events']:,} events for {n:,} customers, {fed['changelog_records']:,} changelog records "

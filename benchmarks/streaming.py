@@ -240,19 +240,6 @@ def _day_events(rng, day: int, first_id: int, mean_nb, mean_amount, n_terminals:
     return [events[i] for i in order.tolist()]
 
 
-def state_objects_bytes(engine: FeatureEngine) -> int:
-    """``sys.getsizeof`` of every object of the engine's tile state (dicts, keys, states, arrays, floats)."""
-    size = sys.getsizeof
-    total = 0
-    for states in engine.state.values():
-        total += size(states)
-        for key, st in states.items():
-            total += size(key) + size(st) + size(st.keys) + size(st.rows) + size(st.max_tile)
-            total += size(st.last_time) + size(st.known) + size(st.written)
-            for timeline in (st.events, st.labels):
-                if timeline is not None:
-                    total += size(timeline) + size(timeline.times) + size(timeline.ids)
-    return total
 
 
 def _memory_probe(n_entities: int, grace_s: float, batch: int, queue) -> None:
@@ -300,7 +287,7 @@ def _memory_probe(n_entities: int, grace_s: float, batch: int, queue) -> None:
     gc.collect()
     grown = rss_bytes() - before
     entities = engine.entity_count()
-    objects = state_objects_bytes(engine)
+    objects = engine.state_bytes()
     online, all_sizes = {}, []
     for view, sizes in written.items():
         sizes = sizes[sizes >= 0]
