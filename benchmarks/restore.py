@@ -55,6 +55,7 @@ import orjson
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from benchmarks.synthetic import DAY_S, SIM_START, day_transactions
 from feature_repo.aggregations import CUSTOMER_SPENDING
 from feature_repo.sources import TRANSACTIONS
 from rtml.local.kafka import LocalKafka
@@ -69,8 +70,6 @@ from streaming.windows import drain_rows
 
 RESULTS = Path(__file__).parent / "results" / "restore.json"
 PARTITIONS = 4
-DAY_S = 86400
-SIM_START = 1_522_540_800  # 2018-04-01T00:00:00Z, the simulator's first day
 AGG = CUSTOMER_SPENDING
 VIEW = AGG.feature_view
 SOURCE_TOPIC = TRANSACTIONS.topic
@@ -142,26 +141,6 @@ def digests(engine: FeatureEngine) -> tuple[dict[int, bytes], list[int]]:
 
 
 # -- the month: generated, fed to the live engine, produced to both topics -----------------------
-def day_transactions(rng, day: int, first_id: int, mean_nb: np.ndarray, mean_amount: np.ndarray, n_terminals: int):
-    """One simulated day in event-time order (``rtml.simulator.simulate``'s recipe): ids, times (whole epoch
-    seconds, the simulator's ISO precision), customers, terminals, amounts."""
-    cust = np.repeat(np.arange(len(mean_nb)), rng.poisson(mean_nb))
-    tod = np.trunc(rng.normal(DAY_S / 2, 20000, len(cust))).astype(np.int64)
-    ok = (tod > 0) & (tod < DAY_S)  # out-of-day draws are dropped, not redrawn
-    cust, tod = cust[ok], tod[ok]
-    order = np.argsort(tod, kind="stable")
-    cust, tod = cust[order], tod[order]
-    mu = mean_amount[cust]
-    amount = rng.normal(mu, mu / 2)
-    neg = amount < 0
-    amount[neg] = rng.uniform(0, 2 * mu[neg])
-    amount = amount.round(2)
-    term = rng.integers(0, n_terminals, len(cust))
-    t = SIM_START + day * DAY_S + tod
-    ids = first_id + np.arange(len(cust))
-    return ids, t, cust, term, amount
-
-
 def iso(t: np.ndarray) -> list[str]:
     """The simulator's ISO 8601 UTC strings ('2018-04-01T00:07:56Z', ``rtml.simulator._iso``)."""
     return np.char.add(np.datetime_as_string(t.astype("datetime64[s]"), unit="s"), "Z").tolist()

@@ -73,6 +73,7 @@ from feature_repo.sources import SOURCES
 from feature_repo.store import apply_definitions
 from feature_repo.tiles import TILES_FEATURE
 from benchmarks.loadgen import JavaRateProducer
+from benchmarks.synthetic import DAY_S, SIM_START, day_transactions
 from rtml.local.kafka import LocalKafka
 from rtml.local.redis import LocalRedis
 from rtml.simulator import DEFAULT_LABEL_DELAY, generate_transactions, to_events
@@ -86,8 +87,6 @@ from streaming.validation import InvalidEvent, decoder_for
 
 RESULTS = Path(__file__).parent / "results" / "streaming.json"
 TOPIC_SOURCE = {s.topic: s for s in SOURCES}
-DAY_S = 86400
-SIM_START = 1_522_540_800.0  # 2018-04-01T00:00:00Z, the simulator's first day
 FRAUD_RATE = 0.008  # the handbook dataset's share of frauds (rtml.simulator.generate_transactions)
 
 
@@ -206,23 +205,11 @@ def machine() -> dict:
 def _day_events(rng, day: int, first_id: int, mean_nb, mean_amount, n_terminals: int, frauds: dict, label_days: int) -> list:
     """One simulated day in event-time order: ``(stream, event)`` with validated fields (epoch-second times).
 
-    The simulator's recipe (``rtml.simulator.simulate``): Poisson daily counts per customer,
-    noon-centred times (out-of-day draws dropped), normal amounts; terminals drawn uniformly, and
-    frauds labelled ``label_days`` later (known then, so on time).
+    Transactions from ``benchmarks.synthetic.day_transactions``; frauds labelled ``label_days`` later
+    (known then, so on time).
     """
-    n_customers = len(mean_nb)
-    cust = np.repeat(np.arange(n_customers), rng.poisson(mean_nb))
-    tod = np.trunc(rng.normal(DAY_S / 2, 20000, len(cust)))
-    ok = (tod > 0) & (tod < DAY_S)
-    cust, tod = cust[ok], tod[ok]
-    mu = mean_amount[cust]
-    amount = rng.normal(mu, mu / 2)
-    neg = amount < 0
-    amount[neg] = rng.uniform(0, 2 * mu[neg])
-    amount = amount.round(2)
-    term = rng.integers(0, n_terminals, len(cust))
-    t = SIM_START + day * DAY_S + tod
-    ids = first_id + np.arange(len(cust))
+    ids, t, cust, term, amount = day_transactions(rng, day, first_id, mean_nb, mean_amount, n_terminals)
+    t = t.astype(np.float64)  # validated events carry epoch seconds as floats
     fraud = rng.random(len(cust)) < FRAUD_RATE
     frauds[day] = (ids[fraud], t[fraud], cust[fraud], term[fraud])
     events = [("transactions", {"transaction_id": i, "tx_datetime": ts, "customer_id": c, "terminal_id": te, "tx_amount": a})
