@@ -31,11 +31,6 @@ _MAGIC = b"RTT1"
 US = 1_000_000
 
 
-def to_us(seconds: float) -> int:
-    """Epoch seconds (float) as integer microseconds, rounded as the offline log rounds them."""
-    return round(seconds * US)
-
-
 class TileLayout:
     """How one aggregation's tiles are laid out, updated, packed and merged into features."""
 

@@ -183,7 +183,7 @@ class EntityRoute:
 
     def apply(self, event: Mapping) -> bool:
         t = event[self.time_field]
-        t_us = round(t * 1_000_000)  # feature_repo.tiles.to_us, inlined: once per event and route
+        t_us = round(t * 1_000_000)  # integer µs, rounded as the offline log rounds event times
         if not self.is_event:
             if self.labels_index is None or event[self.value_field] != 1:
                 return False  # a negative label changes no tile (a positive one of the same event may still come)
